@@ -1,0 +1,209 @@
+"""Named keypoint profiles and conversion between them by joint name.
+
+A profile is an ordered list of joint names plus the skeleton's edges and its left/right pairs.
+Arrays of keypoints are laid out as ``(..., J, D)`` with ``J`` the profile's joint count and ``D`` 2 or 3.
+
+Profiles:
+  * ``input13``: the model's input (REFERENCE.md): nose, shoulders, elbows, wrists, hips, knees, ankles.
+  * ``coco17``: what most 2D detectors emit (COCO keypoint order).
+  * ``h36m17``: the 17 Human3.6M joints used as 3D labels (indices 0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27
+    of the raw 32).
+  * ``h36m32``: the raw Human3.6M layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointProfile:
+    """An ordered set of named joints with skeleton edges and left/right pairs."""
+
+    name: str
+    joints: tuple[str, ...]
+    edges: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        if len(set(self.joints)) != len(self.joints):
+            raise ValueError(f"profile {self.name!r} has duplicate joint names")
+        for a, b in self.edges:
+            if a not in self.joints or b not in self.joints:
+                raise ValueError(f"profile {self.name!r}: edge ({a}, {b}) names an unknown joint")
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    def index(self, joint: str) -> int:
+        """Index of ``joint`` in this profile; KeyError naming the profile if absent."""
+        try:
+            return self.joints.index(joint)
+        except ValueError:
+            raise KeyError(f"profile {self.name!r} has no joint {joint!r}") from None
+
+    @property
+    def edge_indices(self) -> tuple[tuple[int, int], ...]:
+        return tuple((self.index(a), self.index(b)) for a, b in self.edges)
+
+    @property
+    def left_right_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(left index, right index) for every joint named ``left_*`` with a ``right_*`` twin."""
+        pairs = []
+        for i, name in enumerate(self.joints):
+            if name.startswith("left_"):
+                twin = "right_" + name[len("left_"):]
+                if twin in self.joints:
+                    pairs.append((i, self.joints.index(twin)))
+        return tuple(pairs)
+
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        """Permutation that swaps every left joint with its right twin, shape (J,)."""
+        perm = np.arange(self.num_joints)
+        for left, right in self.left_right_pairs:
+            perm[left], perm[right] = right, left
+        return perm
+
+
+def _limbs(*chains: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((a, b) for chain in chains for a, b in zip(chain[:-1], chain[1:]))
+
+
+INPUT13 = KeypointProfile(
+    name="input13",
+    joints=(
+        "nose",
+        "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow",
+        "left_wrist", "right_wrist",
+        "left_hip", "right_hip",
+        "left_knee", "right_knee",
+        "left_ankle", "right_ankle",
+    ),
+    edges=_limbs(
+        ("left_wrist", "left_elbow", "left_shoulder", "right_shoulder", "right_elbow", "right_wrist"),
+        ("left_ankle", "left_knee", "left_hip", "right_hip", "right_knee", "right_ankle"),
+        ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"),
+        ("nose", "left_shoulder"),
+        ("nose", "right_shoulder"),
+    ),
+)
+
+COCO17 = KeypointProfile(
+    name="coco17",
+    joints=(
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+        "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow",
+        "left_wrist", "right_wrist",
+        "left_hip", "right_hip",
+        "left_knee", "right_knee",
+        "left_ankle", "right_ankle",
+    ),
+    edges=_limbs(
+        ("left_ear", "left_eye", "nose", "right_eye", "right_ear"),
+        ("left_wrist", "left_elbow", "left_shoulder", "right_shoulder", "right_elbow", "right_wrist"),
+        ("left_ankle", "left_knee", "left_hip", "right_hip", "right_knee", "right_ankle"),
+        ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"),
+    ),
+)
+
+H36M17 = KeypointProfile(
+    name="h36m17",
+    joints=(
+        "pelvis",
+        "right_hip", "right_knee", "right_ankle",
+        "left_hip", "left_knee", "left_ankle",
+        "spine", "thorax", "nose", "head",
+        "left_shoulder", "left_elbow", "left_wrist",
+        "right_shoulder", "right_elbow", "right_wrist",
+    ),
+    edges=_limbs(
+        ("pelvis", "spine", "thorax", "nose", "head"),
+        ("pelvis", "right_hip", "right_knee", "right_ankle"),
+        ("pelvis", "left_hip", "left_knee", "left_ankle"),
+        ("thorax", "left_shoulder", "left_elbow", "left_wrist"),
+        ("thorax", "right_shoulder", "right_elbow", "right_wrist"),
+    ),
+)
+
+# Raw Human3.6M joint order (32 joints). Names of joints that duplicate another's position
+# (the raw data repeats some) carry a suffix so that every name is unique.
+H36M32 = KeypointProfile(
+    name="h36m32",
+    joints=(
+        "pelvis", "right_hip", "right_knee", "right_ankle", "right_foot", "right_toe",
+        "left_hip", "left_knee", "left_ankle", "left_foot", "left_toe",
+        "pelvis_dup", "spine", "thorax", "nose", "head",
+        "thorax_dup", "left_shoulder", "left_elbow", "left_wrist", "left_wrist_dup",
+        "left_thumb", "left_hand_tip", "left_hand_dup",
+        "thorax_dup2", "right_shoulder", "right_elbow", "right_wrist", "right_wrist_dup",
+        "right_thumb", "right_hand_tip", "right_hand_dup",
+    ),
+    edges=_limbs(
+        ("pelvis", "spine", "thorax", "nose", "head"),
+        ("pelvis", "right_hip", "right_knee", "right_ankle", "right_foot", "right_toe"),
+        ("pelvis", "left_hip", "left_knee", "left_ankle", "left_foot", "left_toe"),
+        ("thorax", "left_shoulder", "left_elbow", "left_wrist"),
+        ("thorax", "right_shoulder", "right_elbow", "right_wrist"),
+    ),
+)
+
+# The 17 of the raw 32 kept as 3D labels (REFERENCE.md).
+H36M32_TO_H36M17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
+
+PROFILES: dict[str, KeypointProfile] = {p.name: p for p in (INPUT13, COCO17, H36M17, H36M32)}
+
+
+def get_profile(profile: str | KeypointProfile) -> KeypointProfile:
+    """Look a profile up by name (a profile passes through unchanged)."""
+    if isinstance(profile, KeypointProfile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(
+            f"unknown keypoint profile {profile!r}; known profiles: {', '.join(sorted(PROFILES))}"
+        ) from None
+
+
+def conversion_indices(source: str | KeypointProfile, target: str | KeypointProfile) -> np.ndarray:
+    """Indices into ``source`` joints that produce ``target`` joints, shape (J_target,).
+
+    Raises ValueError naming every target joint that ``source`` lacks.
+    """
+    src, dst = get_profile(source), get_profile(target)
+    missing = [j for j in dst.joints if j not in src.joints]
+    if missing:
+        raise ValueError(
+            f"cannot convert keypoints from {src.name!r} to {dst.name!r}: "
+            f"{src.name!r} lacks joint(s) {', '.join(missing)}"
+        )
+    return np.array([src.joints.index(j) for j in dst.joints], dtype=np.int64)
+
+
+def convert(keypoints, source: str | KeypointProfile, target: str | KeypointProfile, axis: int = -2):
+    """Reorder/select joints from ``source`` profile to ``target`` profile by joint name.
+
+    Args:
+      keypoints: array (..., J_source, D) (or joints on ``axis``); NumPy or JAX.
+      source, target: profile names or profiles.
+      axis: the joint axis (default -2, i.e. (..., J, D)); use -1 for per-joint arrays like (..., J).
+    Returns:
+      array (..., J_target, D) of the same kind.
+    """
+    src = get_profile(source)
+    if keypoints.shape[axis] != src.num_joints:
+        raise ValueError(
+            f"keypoints have {keypoints.shape[axis]} joints on axis {axis} (shape {tuple(keypoints.shape)}), "
+            f"but profile {src.name!r} has {src.num_joints}"
+        )
+    idx = conversion_indices(src, target)
+    if isinstance(keypoints, np.ndarray):
+        return np.take(keypoints, idx, axis=axis)
+    return keypoints.take(idx, axis=axis)

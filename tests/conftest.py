@@ -1,0 +1,24 @@
+import os
+import pathlib
+
+import pytest
+
+# Cache XLA compilations across test runs and processes (CI re-runs compile the same steps).
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(__file__).resolve().parent.parent / ".jax_cache")
+)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("PRPOSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+    """The shared real data folder; the test is skipped when it is absent."""
+    path = shared_data_dir()
+    if not (path / "mocap").is_dir():
+        pytest.skip(f"shared data not found at {path} (set PRPOSE_SHARED_DATA)")
+    return path
