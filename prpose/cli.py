@@ -1,0 +1,88 @@
+"""The ``prpose`` command: one entry point, one subcommand per stage of the pipeline.
+
+Each subcommand lives in its own module exposing ``configure_parser(parser)`` and ``main(args) -> int``;
+this file only wires them together, so that ``prpose --help`` stays fast (JAX is imported by the commands
+that need it, when they run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command path, module, one-line help). Nested commands ("prep bvh") share a parent parser.
+COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("prep", "synthetic"), "data_prep.synthetic", "generate a synthetic prepared dataset (no downloads)"),
+    (("prep", "bvh"), "data_prep.bvh", "convert BVH motion capture into a prepared dataset"),
+    (("prep", "h36m"), "data_prep.h36m", "convert Human3.6M 3D poses (your own copy) into a prepared dataset"),
+    (("summary",), "prpose.commands.summary", "print counts of a prepared dataset"),
+    (("show",), "prpose.commands.show", "draw a prepared frame in every camera into a PNG"),
+    (("train",), "train", "train a Pr-VIPE model on a prepared dataset"),
+    (("embed",), "prpose.commands.embed", "embed 2D keypoints with a trained model"),
+    (("index", "build"), "prpose.commands.index_build", "build a pose index from a prepared dataset"),
+    (("query",), "prpose.commands.query", "find indexed poses that match 2D query poses in 3D"),
+    (("eval",), "eval.cli", "cross-view retrieval evaluation (Hit@k) with baselines"),
+    (("demo",), "prpose.commands.demo", "end to end on synthetic data: prepare, train, index, query, plot"),
+)
+
+
+def _not_built(module_name: str, error: ModuleNotFoundError):
+    def configure_parser(parser: argparse.ArgumentParser) -> None:
+        parser.description = f"(not available: {module_name} could not be imported: {error})"
+
+    def main(args) -> int:
+        print(f"prpose: this command is not available yet ({module_name}: {error})", file=sys.stderr)
+        return 2
+
+    return configure_parser, main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from prpose import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="prpose",
+        description="View-invariant probabilistic pose embeddings (Pr-VIPE) and 3D-similar pose retrieval.",
+    )
+    parser.add_argument("--version", action="version", version=f"prpose {__version__}")
+    root = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+            configure, run = module.configure_parser, module.main
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise  # a dependency is missing: a real bug, not an unbuilt command
+            configure, run = _not_built(module_name, error)
+        if len(path) == 1:
+            sub = root.add_parser(path[0], help=help_text, description=help_text)
+        else:
+            if path[0] not in groups:
+                group_parser = root.add_parser(path[0], help=f"{path[0]} subcommands")
+                groups[path[0]] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
+        sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        configure(sub)
+        sub.set_defaults(_run=run, _name=" ".join(path))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from prpose.errors import PrposeError
+
+    try:
+        return int(args._run(args) or 0)
+    except (PrposeError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
+        print(f"prpose {args._name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prpose {args._name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
