@@ -1,0 +1,469 @@
+"""The prepared dataset: one documented directory of arrays that every converter writes and training reads.
+
+Format version 1 (docs/ARCHITECTURE.md, "Prepared dataset"):
+
+- ``manifest.json``: ``{"format": "prpose-dataset", "version": 1, "num_frames", "camera_names", "profile":
+  "h36m17", "rigs": [[camera dict, ...], ...], "tables": {"source", "subject", "sequence", "split"}, "info"}``.
+  Written last; a directory without it is not a dataset.
+- ``poses3d.npy`` float32 (N, 17, 3) world metres, Z-up, h36m17.
+- ``keypoints2d.npy`` float32 (N, C, 17, 2) pixels in every camera of the frame's rig.
+- ``visibility.npy`` bool (N, C, 17): in front of the camera and inside the image.
+- ``rig.npy`` int16 (N,) index into ``manifest["rigs"]``.
+- ``source.npy``, ``subject.npy``, ``sequence.npy``, ``split.npy`` int16 (N,) codes into ``manifest["tables"]``.
+- ``frame.npy`` int32 (N,) frame index within the sequence.
+
+Writing is atomic (a temporary directory beside the target, then ``os.replace``), so a reader never sees a
+half-written dataset; loading memory-maps the arrays, so a million-frame dataset opens instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from prpose.errors import PrposeError
+
+FORMAT = "prpose-dataset"
+VERSION = 1
+PROFILE = "h36m17"
+NUM_JOINTS = 17
+SPLITS = ("train", "val", "test")
+LABEL_NAMES = ("source", "subject", "sequence", "split")
+MANIFEST = "manifest.json"
+
+# File name -> (dtype, shape as a function of (N, C)). The single source of truth for writer and reader.
+_ARRAYS: dict[str, tuple[np.dtype, Any]] = {
+    "poses3d": (np.dtype(np.float32), lambda n, c: (n, NUM_JOINTS, 3)),
+    "keypoints2d": (np.dtype(np.float32), lambda n, c: (n, c, NUM_JOINTS, 2)),
+    "visibility": (np.dtype(np.bool_), lambda n, c: (n, c, NUM_JOINTS)),
+    "rig": (np.dtype(np.int16), lambda n, c: (n,)),
+    "source": (np.dtype(np.int16), lambda n, c: (n,)),
+    "subject": (np.dtype(np.int16), lambda n, c: (n,)),
+    "sequence": (np.dtype(np.int16), lambda n, c: (n,)),
+    "split": (np.dtype(np.int16), lambda n, c: (n,)),
+    "frame": (np.dtype(np.int32), lambda n, c: (n,)),
+}
+_MAX_CODES = int(np.iinfo(np.int16).max) + 1
+
+
+def _camera_to_dict(camera: Any, where: str) -> dict:
+    if isinstance(camera, Mapping):
+        d = dict(camera)
+    elif hasattr(camera, "to_dict"):
+        d = camera.to_dict()
+    else:
+        raise PrposeError(f"{where}: expected a prpose.camera.Camera or a camera dict, got {type(camera).__name__}")
+    try:
+        json.dumps(d)
+    except TypeError as e:
+        raise PrposeError(f"{where}: camera dict is not JSON-serialisable ({e})") from None
+    return d
+
+
+def _encode_labels(labels: Any, name: str, n: int, table: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Per-frame strings (N,) -> (int16 codes (N,), table). Table order = order of first appearance."""
+    arr = np.asarray(labels)
+    if arr.shape != (n,):
+        raise PrposeError(f"write_dataset: {name} must hold one label per frame, shape ({n},); got {arr.shape}")
+    if n and arr.dtype.kind not in "UO":
+        raise PrposeError(f"write_dataset: {name} labels must be strings; got dtype {arr.dtype}")
+    arr = arr.astype(str)
+    if table is None:
+        uniq, first, inverse = np.unique(arr, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # first-appearance order keeps sequences in file order
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        codes = rank[inverse.reshape(-1)]
+        table = [str(s) for s in uniq[order]]
+    else:
+        lookup = {s: i for i, s in enumerate(table)}
+        bad = sorted(set(np.unique(arr).tolist()) - set(lookup))
+        if bad:
+            raise PrposeError(f"write_dataset: {name} has unknown value(s) {bad[:5]}; expected one of {list(table)}")
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        codes = np.array([lookup[s] for s in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+        table = list(table)
+    if len(table) > _MAX_CODES:
+        raise PrposeError(f"write_dataset: {name} has {len(table)} distinct values; format v1 holds at most {_MAX_CODES}")
+    return codes.astype(np.int16), table
+
+
+def _check_array(x: Any, name: str, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.shape != shape:
+        raise PrposeError(f"write_dataset: {name} has shape {x.shape}; expected {shape}")
+    if kind == "float":
+        if x.dtype.kind not in "fiu":
+            raise PrposeError(f"write_dataset: {name} must be numeric; got dtype {x.dtype}")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PrposeError(
+                f"write_dataset: {name} has {int(bad.sum())} non-finite value(s), first at index {first}; "
+                "expected finite numbers (mark unusable keypoints invisible instead)"
+            )
+    elif kind == "bool" and x.dtype != np.bool_:
+        raise PrposeError(f"write_dataset: {name} must be boolean; got dtype {x.dtype}")
+    elif kind == "int" and x.size and x.dtype.kind not in "iu":
+        raise PrposeError(f"write_dataset: {name} must be integer; got dtype {x.dtype}")
+    return x
+
+
+def _is_dataset_dir(path: pathlib.Path) -> bool:
+    try:
+        with open(path / MANIFEST) as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_dataset(
+    path: str | os.PathLike,
+    *,
+    poses3d,
+    keypoints2d,
+    visibility,
+    rigs: Sequence[Sequence[Any]],
+    rig_index,
+    source,
+    subject,
+    sequence,
+    split,
+    frame,
+    camera_names: Sequence[str],
+    info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write a prepared dataset directory atomically.
+
+    Args:
+      path: target directory. It must not exist, be an empty directory, or (with ``overwrite=True``) be an
+        existing prpose dataset. Any other existing path is refused, so a typo cannot wipe unrelated files.
+      poses3d: (N, 17, 3) world metres, Z-up, h36m17; finite.
+      keypoints2d: (N, C, 17, 2) pixels; finite (mark unusable points invisible rather than NaN).
+      visibility: (N, C, 17) bool.
+      rigs: list of rigs, each a list of C cameras (``prpose.camera.Camera`` or its ``to_dict()``).
+      rig_index: (N,) int index into ``rigs``.
+      source, subject, sequence: (N,) per-frame strings.
+      split: (N,) per-frame strings, each one of ``train``, ``val``, ``test``.
+      frame: (N,) int frame index within the sequence.
+      camera_names: C names of the camera slots (column c of keypoints2d).
+      info: free-form JSON-serialisable provenance (converter, arguments, units...).
+    Raises:
+      PrposeError: on any shape/dtype/value problem (nothing is written) or a refused target path.
+    """
+    path = pathlib.Path(path)
+    poses3d = np.asarray(poses3d)
+    if poses3d.ndim != 3:
+        raise PrposeError(f"write_dataset: poses3d must be (N, 17, 3); got shape {poses3d.shape}")
+    n = poses3d.shape[0]
+    camera_names = [str(c) for c in camera_names]
+    c = len(camera_names)
+    if c == 0:
+        raise PrposeError("write_dataset: camera_names is empty; expected at least one camera")
+    if len(set(camera_names)) != c:
+        raise PrposeError(f"write_dataset: camera_names has duplicates: {camera_names}")
+    poses3d = _check_array(poses3d, "poses3d", (n, NUM_JOINTS, 3), "float")
+    keypoints2d = _check_array(keypoints2d, "keypoints2d", (n, c, NUM_JOINTS, 2), "float")
+    visibility = _check_array(visibility, "visibility", (n, c, NUM_JOINTS), "bool")
+    rig_index = _check_array(rig_index, "rig_index", (n,), "int")
+    frame = _check_array(frame, "frame", (n,), "int")
+    if len(rigs) == 0:
+        raise PrposeError("write_dataset: rigs is empty; expected at least one rig of cameras")
+    if len(rigs) > _MAX_CODES:
+        raise PrposeError(f"write_dataset: {len(rigs)} rigs; format v1 holds at most {_MAX_CODES}")
+    rig_dicts = []
+    for r, rig in enumerate(rigs):
+        if len(rig) != c:
+            raise PrposeError(f"write_dataset: rig {r} has {len(rig)} cameras; expected {c} (len(camera_names))")
+        rig_dicts.append([_camera_to_dict(cam, f"write_dataset: rigs[{r}][{i}]") for i, cam in enumerate(rig)])
+    if n and (rig_index.min() < 0 or rig_index.max() >= len(rigs)):
+        raise PrposeError(
+            f"write_dataset: rig_index values span [{rig_index.min()}, {rig_index.max()}]; expected [0, {len(rigs) - 1}]"
+        )
+    if n and (frame.min() < 0 or frame.max() > np.iinfo(np.int32).max):
+        raise PrposeError(f"write_dataset: frame values span [{frame.min()}, {frame.max()}]; expected int32 >= 0")
+    codes, tables = {}, {}
+    for name, labels in (("source", source), ("subject", subject), ("sequence", sequence), ("split", split)):
+        codes[name], tables[name] = _encode_labels(labels, name, n, SPLITS if name == "split" else None)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "num_frames": int(n),
+        "camera_names": camera_names,
+        "profile": PROFILE,
+        "rigs": rig_dicts,
+        "tables": tables,
+        "info": dict(info or {}),
+    }
+    try:
+        manifest_text = json.dumps(manifest, indent=1)
+    except TypeError as e:
+        raise PrposeError(f"write_dataset: info is not JSON-serialisable ({e})") from None
+
+    # Refuse dangerous targets before writing anything.
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise PrposeError(f"write_dataset: {path} exists and is not a directory; refusing to replace it")
+        if _is_dataset_dir(path):
+            if not overwrite:
+                raise PrposeError(f"write_dataset: {path} already holds a prpose dataset; pass overwrite=True to replace it")
+        elif any(path.iterdir()):
+            raise PrposeError(
+                f"write_dataset: {path} exists, is not empty and is not a prpose dataset (no valid {MANIFEST}); "
+                "refusing to overwrite it"
+            )
+    parent = path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    old = None
+    try:
+        arrays = {
+            "poses3d": poses3d,
+            "keypoints2d": keypoints2d,
+            "visibility": visibility,
+            "rig": rig_index,
+            "frame": frame,
+            **codes,
+        }
+        for name, (dtype, _) in _ARRAYS.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype))
+        # The manifest goes last: its presence marks a complete dataset.
+        with open(tmp / MANIFEST, "w") as f:
+            f.write(manifest_text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            # os.replace cannot replace a non-empty directory: move the old one aside first, then swap.
+            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
+            os.replace(path, old / "d")
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "d").exists() and not path.exists():
+            os.replace(old / "d", path)  # put the previous dataset back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class PreparedDataset:
+    """A loaded prepared dataset; the big arrays are read-only memory maps.
+
+    Attributes:
+      path: the dataset directory.
+      manifest: the parsed manifest.json.
+      poses3d: (N, 17, 3) float32 world metres.
+      keypoints2d: (N, C, 17, 2) float32 pixels.
+      visibility: (N, C, 17) bool.
+      rig_index: (N,) int16 into ``rigs``.
+      frame: (N,) int32.
+      rigs: list[list[Camera]].
+      camera_names: list of C names.
+      info: the manifest's free-form provenance.
+    """
+
+    def __init__(self, path: pathlib.Path, manifest: dict, arrays: dict[str, np.ndarray]):
+        self.path = path
+        self.manifest = manifest
+        self.poses3d = arrays["poses3d"]
+        self.keypoints2d = arrays["keypoints2d"]
+        self.visibility = arrays["visibility"]
+        self.rig_index = arrays["rig"]
+        self.frame = arrays["frame"]
+        self._codes = {name: arrays[name] for name in LABEL_NAMES}
+        self.camera_names: list[str] = list(manifest["camera_names"])
+        self.info: dict = manifest.get("info", {})
+        self._rigs = None
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_frames"])
+
+    @property
+    def num_frames(self) -> int:
+        return len(self)
+
+    @property
+    def num_cameras(self) -> int:
+        return len(self.camera_names)
+
+    @property
+    def rigs(self):
+        """list[list[prpose.camera.Camera]], built from the manifest on first use."""
+        if self._rigs is None:
+            from prpose.camera import Camera  # imported lazily: reading arrays needs no geometry
+
+            try:
+                self._rigs = [[Camera.from_dict(d) for d in rig] for rig in self.manifest["rigs"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise PrposeError(f"{self.path / MANIFEST}: bad camera entry in 'rigs' ({e})") from None
+        return self._rigs
+
+    def cameras(self, index: int):
+        """The rig (list of C cameras) of frame ``index``."""
+        return self.rigs[int(self.rig_index[index])]
+
+    def table(self, name: str) -> list[str]:
+        """The string table of label ``name`` (source, subject, sequence, split)."""
+        self._check_label_name(name)
+        return list(self.manifest["tables"][name])
+
+    def codes(self, name: str) -> np.ndarray:
+        """(N,) int16 codes of label ``name`` into ``table(name)``."""
+        self._check_label_name(name)
+        return self._codes[name]
+
+    def labels(self, name: str, index=None) -> np.ndarray:
+        """Per-frame strings of label ``name``: (N,) or for ``index`` (an int, slice or index array)."""
+        codes = self.codes(name)
+        if index is not None:
+            codes = codes[index]
+        return np.asarray(self.table(name), dtype=str)[np.asarray(codes)]
+
+    def indices(self, split: str | Iterable[str] | None = None, **labels: str | Iterable[str]) -> np.ndarray:
+        """Frame indices (int64, ascending) whose split and other labels are among the given values.
+
+        ``indices(split="train")``, ``indices(split=("val", "test"), subject="S9")``; no filter -> all frames.
+        Unknown values raise PrposeError (a typo would otherwise silently select nothing).
+        """
+        mask = np.ones(len(self), dtype=bool)
+        filters = dict(labels)
+        if split is not None:
+            filters["split"] = split
+        for name, wanted in filters.items():
+            self._check_label_name(name)
+            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+            table = self.table(name)
+            allowed = SPLITS if name == "split" else table
+            bad = [w for w in wanted if w not in allowed]
+            if bad:
+                raise PrposeError(f"{self.path}: unknown {name} value(s) {bad}; known: {list(allowed)}")
+            wanted_codes = [table.index(w) for w in wanted]
+            mask &= np.isin(np.asarray(self._codes[name]), wanted_codes)
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def _check_label_name(self, name: str) -> None:
+        if name not in LABEL_NAMES:
+            raise PrposeError(f"unknown label {name!r}; expected one of {list(LABEL_NAMES)}")
+
+    def _count_lines(self, name: str, top: int | None) -> list[str]:
+        table = self.table(name)
+        counts = np.bincount(np.asarray(self._codes[name], dtype=np.int64), minlength=len(table))
+        order = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+        if name == "split":
+            order = [i for i in range(len(table)) if counts[i] > 0]
+        shown = order if top is None else order[:top]
+        width = max([len(table[i]) for i in shown] + [1])
+        lines = [f"  {table[i]:<{width}}  {int(counts[i]):>9,d}  ({100.0 * counts[i] / max(len(self), 1):5.1f}%)" for i in shown]
+        if len(order) > len(shown):
+            rest = int(sum(counts[i] for i in order[len(shown):]))
+            lines.append(f"  ... and {len(order) - len(shown)} more ({rest:,d} frames)")
+        return lines
+
+    def summary(self, top: int = 10) -> str:
+        """Human-readable description: counts per split, source, subject, sequence (top ``top``), camera; info."""
+        n, c = len(self), self.num_cameras
+        lines = [
+            f"prpose dataset {self.path}",
+            f"  format {self.manifest['format']} v{self.manifest['version']}, profile {self.manifest['profile']}, "
+            f"{n:,d} frames x {c} cameras = {n * c:,d} views, {len(self.manifest['rigs'])} rig(s)",
+        ]
+        for name, limit in (("split", None), ("source", top), ("subject", top), ("sequence", top)):
+            lines.append(f"{name} ({len(self.table(name))} distinct):" if name != "split" else "split:")
+            lines.extend(self._count_lines(name, limit))
+        lines.append("cameras (views, keypoints visible):")
+        width = max(len(s) for s in self.camera_names)
+        for i, cam in enumerate(self.camera_names):
+            # Per-camera mean in chunks: bounded memory even for huge memory-mapped datasets.
+            visible = sum(int(np.count_nonzero(self.visibility[s:s + 65536, i])) for s in range(0, n, 65536))
+            frac = visible / max(n * NUM_JOINTS, 1)
+            lines.append(f"  {cam:<{width}}  {n:>9,d}  {100.0 * frac:5.1f}% visible")
+        lines.append("info:")
+        if self.info:
+            for key, value in self.info.items():
+                lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        else:
+            lines.append("  (none)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"PreparedDataset({str(self.path)!r}, num_frames={len(self)}, cameras={self.camera_names})"
+
+
+def load_dataset(path: str | os.PathLike) -> PreparedDataset:
+    """Open a prepared dataset with memory-mapped arrays, validating the manifest and every array.
+
+    Raises:
+      PrposeError naming the path and the problem: not a directory, no/invalid manifest, wrong format, newer
+      version, missing array file, wrong dtype or shape, codes outside their tables.
+    """
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise PrposeError(f"{path}: not a directory; expected a prepared dataset directory")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise PrposeError(f"{path}: no {MANIFEST}; not a prepared dataset (or an interrupted write)")
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except ValueError as e:
+        raise PrposeError(f"{mpath}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PrposeError(f"{mpath}: format is {got!r}; expected {FORMAT!r}")
+    version = manifest.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise PrposeError(f"{mpath}: version {version!r} is not a valid format version; expected {VERSION}")
+    if version > VERSION:
+        raise PrposeError(
+            f"{mpath}: format version {version} is newer than this prpose supports ({VERSION}); upgrade prpose"
+        )
+    for key in ("num_frames", "camera_names", "profile", "rigs", "tables"):
+        if key not in manifest:
+            raise PrposeError(f"{mpath}: missing key {key!r}")
+    if manifest["profile"] != PROFILE:
+        raise PrposeError(f"{mpath}: profile {manifest['profile']!r}; expected {PROFILE!r}")
+    tables = manifest["tables"]
+    for name in LABEL_NAMES:
+        if not isinstance(tables.get(name), list):
+            raise PrposeError(f"{mpath}: tables[{name!r}] missing or not a list")
+    bad_splits = [s for s in tables["split"] if s not in SPLITS]
+    if bad_splits:
+        raise PrposeError(f"{mpath}: unknown split name(s) {bad_splits}; expected {list(SPLITS)}")
+    n, c = manifest["num_frames"], len(manifest["camera_names"])
+    if not isinstance(n, int) or n < 0:
+        raise PrposeError(f"{mpath}: num_frames {n!r}; expected a non-negative integer")
+    for r, rig in enumerate(manifest["rigs"]):
+        if len(rig) != c:
+            raise PrposeError(f"{mpath}: rig {r} has {len(rig)} cameras; expected {c} (camera_names)")
+    arrays = {}
+    for name, (dtype, shape_fn) in _ARRAYS.items():
+        apath = path / f"{name}.npy"
+        if not apath.is_file():
+            raise PrposeError(f"{apath}: missing array file")
+        try:
+            arr = np.load(apath, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise PrposeError(f"{apath}: cannot read array ({e})") from None
+        expected = shape_fn(n, c)
+        if arr.shape != expected or arr.dtype != dtype:
+            raise PrposeError(
+                f"{apath}: {arr.dtype} array of shape {arr.shape}; expected {dtype} of shape {expected}"
+            )
+        arrays[name] = arr
+    limits = {"rig": len(manifest["rigs"]), **{name: len(tables[name]) for name in LABEL_NAMES}}
+    for name, limit in limits.items():
+        a = arrays[name]
+        if n and (int(a.min()) < 0 or int(a.max()) >= limit):
+            raise PrposeError(
+                f"{path / (name + '.npy')}: codes span [{int(a.min())}, {int(a.max())}]; expected [0, {limit - 1}]"
+            )
+    return PreparedDataset(path, manifest, arrays)
