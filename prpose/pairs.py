@@ -1,0 +1,236 @@
+"""Training examples from a prepared dataset: device arrays loaded once, batches sampled inside jit.
+
+A training example (REFERENCE.md "Training data and mining") is one 3D pose seen from two views: the
+anchor's and the positive's 2D keypoints from two distinct cameras of the same frame, plus the 3D pose.
+:func:`load_train_arrays` converts a split once (h36m17 -> input13, ``normalize_2d`` per camera,
+``normalize_3d``) and puts it on the devices; :func:`sample_batch` then draws frames and an ordered pair of
+distinct usable cameras per frame entirely on the device (no Python per step), so it can live inside the
+jitted train step. :func:`sample_windows` does the same for windows of consecutive frames of one sequence
+(temporal Pr-VIPE), with one camera pair for the whole window.
+
+A view (frame, camera) is *usable* when its 2D normalisation is valid and all 13 input keypoints are visible
+in that camera (inside the image and in front of it; the dataset's ``visibility``). Keypoints behind a
+camera have meaningless projections, and partial views are produced on purpose by keypoint dropout
+(prpose.augment) rather than taken from wherever a joint left the frame. Frames whose 3D normalisation is
+invalid, or with fewer than two usable views, are dropped; every drop is counted in the returned report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prpose import keypoints as kp
+from prpose.errors import PrposeError
+from prpose.normalize import normalize_2d, normalize_3d
+
+_CHUNK = 16384  # frames normalised at a time on the host: bounds memory on large memory-mapped datasets
+
+
+class TrainArrays(NamedTuple):
+    """A split ready for sampling (a pytree of device arrays). N kept frames, C cameras.
+
+    keypoints2d: (N, C, 13, 2) float32, input13, normalised per view (zeros where unusable).
+    view_valid: (N, C) bool, usable views (at least two per kept frame).
+    poses3d: (N, 17, 3) float32, h36m17, normalised.
+    frame_ids: (N,) int32, row of each kept frame in the dataset (for reporting/debugging).
+    window_starts: (W,) int32 rows (into the kept arrays) where a window of ``window`` consecutive frames of
+        one sequence starts; (0,) when window == 1.
+    window_view_valid: (W, C) bool, cameras usable in every frame of the window.
+    """
+
+    keypoints2d: jax.Array
+    view_valid: jax.Array
+    poses3d: jax.Array
+    frame_ids: jax.Array
+    window_starts: jax.Array
+    window_view_valid: jax.Array
+
+
+class Batch(NamedTuple):
+    """One training batch. Shapes for window == 1; with windows a T axis follows B.
+
+    anchor2d, positive2d: (B, 13, 2) normalised input13 keypoints (anchor and positive views).
+    poses3d: (B, 17, 3) normalised h36m17 3D poses (the label used for mining).
+    anchor_camera, positive_camera: (B,) int32 camera slots, always distinct.
+    frame: (B,) int32 rows into TrainArrays (window start for windows).
+    """
+
+    anchor2d: jax.Array
+    positive2d: jax.Array
+    poses3d: jax.Array
+    anchor_camera: jax.Array
+    positive_camera: jax.Array
+    frame: jax.Array
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`load_train_arrays` kept and dropped (every count is in frames unless it says views)."""
+
+    split: str
+    frames_in_split: int
+    frames_kept: int
+    dropped_invalid_3d: int
+    dropped_too_few_views: int
+    views_total: int
+    views_unusable: int
+    windows: int = 0
+
+    def summary(self) -> str:
+        s = (f"{self.split}: kept {self.frames_kept}/{self.frames_in_split} frames "
+             f"(dropped {self.dropped_invalid_3d} with invalid 3D normalisation, "
+             f"{self.dropped_too_few_views} with < 2 usable views; "
+             f"{self.views_unusable}/{self.views_total} views unusable)")
+        if self.windows:
+            s += f", {self.windows} windows"
+        return s
+
+
+def prepare_views(keypoints2d_h36m17, visibility_h36m17):
+    """Convert and normalise views on the host.
+
+    Args:
+      keypoints2d_h36m17: (..., 17, 2) pixels, h36m17.
+      visibility_h36m17: (..., 17) bool.
+    Returns:
+      (keypoints (..., 13, 2) float32 normalised input13, usable (...) bool).
+    """
+    k13 = kp.convert(np.asarray(keypoints2d_h36m17, np.float32), "h36m17", "input13")
+    v13 = kp.convert(np.asarray(visibility_h36m17, bool), "h36m17", "input13", axis=-1)
+    normalized, valid = normalize_2d(k13)
+    normalized, valid = np.asarray(normalized, np.float32), np.asarray(valid)
+    usable = valid & v13.all(axis=-1) & np.isfinite(k13).all(axis=(-1, -2))
+    return np.where(usable[..., None, None], normalized, 0.0).astype(np.float32), usable
+
+
+def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None):
+    """Load one split of a prepared dataset onto the devices, once.
+
+    Args:
+      dataset: a ``prpose.dataset.PreparedDataset`` or a path to one.
+      split: "train", "val" or "test".
+      window: 1 for single frames; T > 1 also computes the starts of windows of T consecutive frames
+        (same sequence, consecutive ``frame`` numbers, all kept).
+      sharding: optional ``jax.sharding.Sharding`` for the arrays (replicated for data parallel training).
+    Returns:
+      (TrainArrays, LoadReport).
+    """
+    if not hasattr(dataset, "keypoints2d"):
+        from prpose.dataset import load_dataset
+
+        dataset = load_dataset(dataset)
+    rows = np.asarray(dataset.indices(split=split))
+    if rows.size == 0:
+        raise PrposeError(f"dataset has no frames in split {split!r}; its splits: {_split_counts(dataset)}")
+    num_cameras = dataset.keypoints2d.shape[1]
+    if num_cameras < 2:
+        raise PrposeError(f"dataset has {num_cameras} camera(s); training pairs need at least 2")
+
+    k_parts, u_parts, p_parts, p_valid_parts = [], [], [], []
+    for start in range(0, rows.size, _CHUNK):
+        r = rows[start:start + _CHUNK]
+        k, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r])
+        p, pv = normalize_3d(np.asarray(dataset.poses3d[r], np.float32))
+        pv = np.asarray(pv) & np.isfinite(np.asarray(dataset.poses3d[r])).all(axis=(-1, -2))
+        k_parts.append(k), u_parts.append(u), p_parts.append(np.asarray(p, np.float32)), p_valid_parts.append(pv)
+    k2d, usable = np.concatenate(k_parts), np.concatenate(u_parts)
+    p3d, p_valid = np.concatenate(p_parts), np.concatenate(p_valid_parts)
+
+    enough_views = usable.sum(axis=1) >= 2
+    keep = p_valid & enough_views
+    report = LoadReport(
+        split=split, frames_in_split=int(rows.size), frames_kept=int(keep.sum()),
+        dropped_invalid_3d=int((~p_valid).sum()), dropped_too_few_views=int((p_valid & ~enough_views).sum()),
+        views_total=int(usable.size), views_unusable=int((~usable).sum()))
+    if report.frames_kept == 0:
+        raise PrposeError(f"split {split!r}: no usable frames ({report.summary()})")
+
+    starts = np.zeros((0,), np.int32)
+    window_valid = np.zeros((0, num_cameras), bool)
+    if window > 1:
+        starts, window_valid = _window_starts(
+            np.asarray(dataset.codes("sequence"))[rows][keep], np.asarray(dataset.frame)[rows][keep],
+            usable[keep], window)
+        report.windows = int(starts.size)
+        if starts.size == 0:
+            raise PrposeError(f"split {split!r}: no window of {window} consecutive usable frames of one sequence")
+
+    arrays = TrainArrays(
+        keypoints2d=k2d[keep], view_valid=usable[keep], poses3d=p3d[keep],
+        frame_ids=rows[keep].astype(np.int32), window_starts=starts, window_view_valid=window_valid)
+    put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
+    return TrainArrays(*(put(x) for x in arrays)), report
+
+
+def _window_starts(sequence, frame, usable, window):
+    """Rows i such that rows i..i+T-1 are consecutive frames of one sequence, with >= 2 cameras usable in all."""
+    n = sequence.shape[0]
+    if n < window:
+        return np.zeros((0,), np.int32), np.zeros((0, usable.shape[1]), bool)
+    idx = np.arange(n - window + 1)
+    ok = np.ones(idx.shape, bool)
+    cams = np.ones((idx.size, usable.shape[1]), bool)
+    for t in range(window):
+        ok &= (sequence[idx + t] == sequence[idx]) & (frame[idx + t] == frame[idx] + t)
+        cams &= usable[idx + t]
+    ok &= cams.sum(axis=1) >= 2
+    return idx[ok].astype(np.int32), cams[ok]
+
+
+def _split_counts(dataset) -> dict:
+    out = {}
+    for name in ("train", "val", "test"):
+        try:
+            out[name] = int(np.asarray(dataset.indices(split=name)).size)
+        except Exception:  # noqa: BLE001 - only for the error message
+            pass
+    return out
+
+
+def _camera_pair(key, valid):
+    """An ordered pair of distinct cameras per row, uniform among valid ones. valid: (B, C) bool, >= 2 True."""
+    k1, k2 = jax.random.split(key)
+    neg_inf = jnp.float32(-jnp.inf)
+    logits = jnp.where(valid, 0.0, neg_inf)
+    first = jax.random.categorical(k1, logits, axis=-1)
+    others = valid & (jnp.arange(valid.shape[-1]) != first[:, None])
+    second = jax.random.categorical(k2, jnp.where(others, 0.0, neg_inf), axis=-1)
+    return first.astype(jnp.int32), second.astype(jnp.int32)
+
+
+def sample_batch(key, arrays: TrainArrays, batch_size: int) -> Batch:
+    """Draw ``batch_size`` examples (jittable; ``batch_size`` static): frames uniformly with replacement,
+    then an ordered pair of distinct usable cameras per frame, uniformly."""
+    k_frame, k_cam = jax.random.split(key)
+    n = arrays.poses3d.shape[0]
+    frame = jax.random.randint(k_frame, (batch_size,), 0, n, dtype=jnp.int32)
+    anchor_cam, positive_cam = _camera_pair(k_cam, arrays.view_valid[frame])
+    return Batch(
+        anchor2d=arrays.keypoints2d[frame, anchor_cam],
+        positive2d=arrays.keypoints2d[frame, positive_cam],
+        poses3d=arrays.poses3d[frame],
+        anchor_camera=anchor_cam, positive_camera=positive_cam, frame=frame)
+
+
+def sample_windows(key, arrays: TrainArrays, batch_size: int, window: int) -> Batch:
+    """Draw windows of ``window`` consecutive frames (jittable; sizes static). One camera pair per window.
+
+    Returns a Batch with anchor2d/positive2d (B, T, 13, 2), poses3d (B, T, 17, 3), frame (B,) window start row.
+    """
+    if arrays.window_starts.shape[0] == 0:
+        raise PrposeError("sample_windows: the arrays were loaded without windows (load_train_arrays(window=T))")
+    k_start, k_cam = jax.random.split(key)
+    which = jax.random.randint(k_start, (batch_size,), 0, arrays.window_starts.shape[0], dtype=jnp.int32)
+    start = arrays.window_starts[which]
+    anchor_cam, positive_cam = _camera_pair(k_cam, arrays.window_view_valid[which])
+    rows = start[:, None] + jnp.arange(window, dtype=jnp.int32)[None, :]  # (B, T)
+    return Batch(
+        anchor2d=arrays.keypoints2d[rows, anchor_cam[:, None]],
+        positive2d=arrays.keypoints2d[rows, positive_cam[:, None]],
+        poses3d=arrays.poses3d[rows],
+        anchor_camera=anchor_cam, positive_camera=positive_cam, frame=start)
