@@ -1,0 +1,265 @@
+"""The Pr-VIPE embedder: 2D keypoints -> a Gaussian embedding N(mean, diag(stddev^2)).
+
+Architecture (Sun et al. 2020, after Martinez et al. 2017's "simple baseline"): an input Dense layer of
+`width` units, then `num_blocks` residual blocks, each 2 x [Dense(width) -> Norm -> ReLU -> Dropout] with the
+block input added to its output; He-normal init; two linear heads, mean (D) and stddev (D) with
+stddev = ELU(x) + 1. The match parameters of the probability P(z1, z2) = (1-s) sigmoid(-a ||z1-z2|| + b) + s/2
+are trained with the network, so they live here: `raw_a` (a = ELU(raw_a) + 1 > 0) and `b`.
+
+Train / eval behaviour (dropout, batch-norm statistics) follows flax.nnx: `model.train()` / `model.eval()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from prpose.errors import PrposeError
+
+NUM_KEYPOINTS = 13  # the input13 profile (prpose.keypoints)
+NORMS = ("batch", "layer", "group", "none")
+MASK_MODES = ("none", "zero", "channel", "both")
+TEMPORAL_FUSIONS = ("concat", "mean")
+
+# Added to ELU(x) + 1. In float32, ELU(x) + 1 computed as expm1(x) + 1 rounds to exactly 0 once x < ~-17,
+# and even exp(x) underflows below ~-104; a zero stddev makes the KL prior's log(sigma^2) infinite. 1e-6 is
+# far below any sigma the model uses (typically 0.05-2), so it changes nothing else.
+STDDEV_EPSILON = 1e-6
+
+RAW_A_INIT = -0.65  # a = ELU(-0.65) + 1 ~= 0.522 (authors' initial value)
+B_INIT = -0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Model hyper-parameters (saved with every checkpoint; the config module imports this class).
+
+    width: units of every hidden Dense layer (paper: 1024).
+    num_blocks: residual blocks after the input layer (paper: 2).
+    embedding_dim: D, size of the mean and stddev heads (paper: 16).
+    dropout: dropout rate inside the blocks, active only in train mode (paper: 0.3).
+    norm: "batch" (paper), "layer", "group" or "none"; the normalisation after each hidden Dense.
+    norm_groups: number of groups for norm="group"; width must be a multiple of it, with >= 2 units per group.
+    mask_mode: how a visibility mask (B, 13) enters: "none" (ignored; inputs are assumed already zeroed by
+        prpose.normalize.normalize_2d), "zero" (invisible keypoints zeroed), "channel" (visibility appended as
+        a third coordinate -> 39 inputs), "both" (zeroed and appended).
+    num_samples: K, samples drawn per embedding for the match probability (paper: 20).
+    temporal_fusion: for TemporalEmbedder, "concat" (per-frame features concatenated in time order) or
+        "mean" (averaged over frames).
+    """
+
+    width: int = 1024
+    num_blocks: int = 2
+    embedding_dim: int = 16
+    dropout: float = 0.3
+    norm: str = "batch"
+    norm_groups: int = 32
+    mask_mode: str = "none"
+    num_samples: int = 20
+    temporal_fusion: str = "concat"
+
+    def __post_init__(self):
+        def bad(field, expected):
+            raise PrposeError(
+                f"ModelConfig.{field}: got {getattr(self, field)!r}, expected {expected}"
+            )
+
+        for name in ("width", "embedding_dim", "num_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(name, "a positive integer")
+        if not isinstance(self.num_blocks, int) or isinstance(self.num_blocks, bool) or self.num_blocks < 0:
+            bad("num_blocks", "a non-negative integer")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            bad("dropout", "a rate in [0, 1)")
+        if self.norm not in NORMS:
+            bad("norm", f"one of {NORMS}")
+        if self.mask_mode not in MASK_MODES:
+            bad("mask_mode", f"one of {MASK_MODES}")
+        if self.temporal_fusion not in TEMPORAL_FUSIONS:
+            bad("temporal_fusion", f"one of {TEMPORAL_FUSIONS}")
+        if self.norm == "group":
+            g = self.norm_groups
+            if not isinstance(g, int) or g < 1 or self.width % g != 0 or self.width // g < 2:
+                bad("norm_groups", f"a divisor of width={self.width} leaving >= 2 units per group")
+
+    @property
+    def input_dim(self) -> int:
+        """Flattened input size: 26 (x, y per keypoint) or 39 with the visibility channel."""
+        channels = 3 if self.mask_mode in ("channel", "both") else 2
+        return NUM_KEYPOINTS * channels
+
+
+def _he_normal():
+    return jax.nn.initializers.he_normal()
+
+
+def _make_norm(config: ModelConfig, rngs: nnx.Rngs):
+    if config.norm == "batch":
+        return nnx.BatchNorm(config.width, rngs=rngs)
+    if config.norm == "layer":
+        return nnx.LayerNorm(config.width, rngs=rngs)
+    if config.norm == "group":
+        return nnx.GroupNorm(config.width, num_groups=config.norm_groups, rngs=rngs)
+    return None
+
+
+class _DenseUnit(nnx.Module):
+    """Dense(width) -> Norm -> ReLU -> Dropout."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.dense = nnx.Linear(config.width, config.width, kernel_init=_he_normal(), rngs=rngs)
+        self.norm = _make_norm(config, rngs)
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+
+    def __call__(self, x):
+        x = self.dense(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(jax.nn.relu(x))
+
+
+class _ResidualBlock(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.unit1 = _DenseUnit(config, rngs=rngs)
+        self.unit2 = _DenseUnit(config, rngs=rngs)
+
+    def __call__(self, x):
+        return x + self.unit2(self.unit1(x))
+
+
+def _positive_stddev(x):
+    """ELU(x) + 1, computed as exp(x) on the negative side (no cancellation), plus STDDEV_EPSILON."""
+    return jnp.where(x > 0, x + 1.0, jnp.exp(jnp.minimum(x, 0.0))) + STDDEV_EPSILON
+
+
+def _check_keypoints(x, visible, expected_leading: int, name: str):
+    """Validate (..., 13, 2) keypoints and an optional (..., 13) mask at trace time (shapes are static)."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) != expected_leading + 2 or shape[-2:] != (NUM_KEYPOINTS, 2):
+        lead = ", ".join(["B", "T"][:expected_leading])
+        raise PrposeError(
+            f"{name}: keypoints have shape {shape}, expected ({lead}, {NUM_KEYPOINTS}, 2) "
+            "(normalised input13 keypoints)"
+        )
+    if visible is not None and tuple(jnp.shape(visible)) != shape[:-1]:
+        raise PrposeError(
+            f"{name}: visible has shape {tuple(jnp.shape(visible))}, expected {shape[:-1]} to match keypoints {shape}"
+        )
+
+
+def _input_features(x, visible, mask_mode: str):
+    """(..., 13, 2) keypoints [+ (..., 13) visibility] -> (..., 26 or 39) flat features."""
+    x = jnp.asarray(x, jnp.float32)
+    if mask_mode == "none":
+        return x.reshape(*x.shape[:-2], -1)
+    # No mask given to a masked model means "everything visible": the same model then serves full-body queries.
+    vis = jnp.ones(x.shape[:-1], jnp.float32) if visible is None else jnp.asarray(visible).astype(jnp.float32)
+    if mask_mode in ("zero", "both"):
+        x = x * vis[..., None]
+    if mask_mode in ("channel", "both"):
+        x = jnp.concatenate([x, vis[..., None]], axis=-1)
+    return x.reshape(*x.shape[:-2], -1)
+
+
+class _Encoder(nnx.Module):
+    """Input Dense + residual blocks: (N, input_dim) -> (N, width) features."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.input_layer = nnx.Linear(config.input_dim, config.width, kernel_init=_he_normal(), rngs=rngs)
+        self.blocks = nnx.List([_ResidualBlock(config, rngs=rngs) for _ in range(config.num_blocks)])
+
+    def __call__(self, x):
+        x = self.input_layer(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _GaussianHeads(nnx.Module):
+    def __init__(self, in_features: int, embedding_dim: int, *, rngs: nnx.Rngs):
+        self.mean = nnx.Linear(in_features, embedding_dim, kernel_init=_he_normal(), rngs=rngs)
+        self.stddev = nnx.Linear(in_features, embedding_dim, kernel_init=_he_normal(), rngs=rngs)
+
+    def __call__(self, features):
+        return self.mean(features), _positive_stddev(self.stddev(features))
+
+
+class _MatchParamsMixin:
+    def _init_match_params(self):
+        # float32 (not weak-typed python floats): weak types caused extra recompiles (NOTES-ECOSYSTEM.md).
+        self.raw_a = nnx.Param(jnp.full((), RAW_A_INIT, jnp.float32))
+        self.b = nnx.Param(jnp.full((), B_INIT, jnp.float32))
+
+    def match_params(self):
+        """(a, b) float32 scalars of the match probability; a = ELU(raw_a) + 1 > 0."""
+        return jax.nn.elu(self.raw_a[...]) + 1.0, self.b[...]
+
+
+class Embedder(_MatchParamsMixin, nnx.Module):
+    """Pr-VIPE embedder for single poses.
+
+    Embedder(config, rngs=nnx.Rngs(params=0, dropout=1)); call with
+    x (B, 13, 2) normalised input13 keypoints and visible (B, 13) bool/float or None
+    -> (mean (B, D), stddev (B, D)) float32, stddev > 0.
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, ModelConfig):
+            raise PrposeError(f"Embedder: config is {type(config).__name__}, expected prpose.model.ModelConfig")
+        self.config = config
+        self.encoder = _Encoder(config, rngs=rngs)
+        self.heads = _GaussianHeads(config.width, config.embedding_dim, rngs=rngs)
+        self._init_match_params()
+
+    def __call__(self, x, visible=None):
+        _check_keypoints(x, visible, 1, "Embedder")
+        features = self.encoder(_input_features(x, visible, self.config.mask_mode))
+        return self.heads(features)
+
+
+class TemporalEmbedder(_MatchParamsMixin, nnx.Module):
+    """Embeds a window of T frames into one Gaussian embedding.
+
+    Late fusion, as the authors did: one encoder shared by all frames (same weights, so a window is T
+    ordinary pose embeddings' worth of features), then the per-frame features are fused and the heads see
+    the fused vector. "concat" (default) keeps time order, so a motion and its reverse embed differently and
+    the heads can weigh frames; "mean" is order-invariant and independent of T (cheaper heads, but it cannot
+    tell a sit-down from a stand-up).
+
+    TemporalEmbedder(config, num_frames=7, rngs=...); call with x (B, T, 13, 2), visible (B, T, 13) or None
+    -> (mean (B, D), stddev (B, D)).
+    """
+
+    def __init__(self, config: ModelConfig, num_frames: int = 7, *, rngs: nnx.Rngs):
+        if not isinstance(config, ModelConfig):
+            raise PrposeError(
+                f"TemporalEmbedder: config is {type(config).__name__}, expected prpose.model.ModelConfig"
+            )
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise PrposeError(f"TemporalEmbedder: num_frames={num_frames!r}, expected a positive integer")
+        self.config = config
+        self.num_frames = num_frames
+        self.encoder = _Encoder(config, rngs=rngs)
+        fused = config.width * num_frames if config.temporal_fusion == "concat" else config.width
+        self.heads = _GaussianHeads(fused, config.embedding_dim, rngs=rngs)
+        self._init_match_params()
+
+    def __call__(self, x, visible=None):
+        _check_keypoints(x, visible, 2, "TemporalEmbedder")
+        batch, frames = x.shape[:2]
+        if frames != self.num_frames:
+            raise PrposeError(
+                f"TemporalEmbedder: window has {frames} frames, expected num_frames={self.num_frames}"
+            )
+        flat = _input_features(x, visible, self.config.mask_mode)  # (B, T, F)
+        # Frames go through the encoder as one (B*T) batch: batch norm sees all frames' statistics.
+        features = self.encoder(flat.reshape(batch * frames, -1)).reshape(batch, frames, -1)
+        if self.config.temporal_fusion == "concat":
+            fused = features.reshape(batch, -1)
+        else:
+            fused = features.mean(axis=1)
+        return self.heads(fused)
