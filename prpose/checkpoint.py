@@ -1,0 +1,212 @@
+"""Checkpoints of training runs: atomic save, exact resume, config compatibility, model fingerprints.
+
+Layout of a run directory::
+
+    <run>/config.json                the TrainConfig (written before the first step)
+    <run>/checkpoints/<step>/state   params, optimizer state, non-param model state, step, RNG key
+    <run>/checkpoints/<step>/ema     EMA params + the model's batch statistics (what inference loads)
+    <run>/checkpoints/<step>/meta    JSON: step, fingerprint, prpose version
+
+Why Orbax's ``CheckpointManager`` and not ``flax.serialization``: msgpack cannot serialise a full nnx state
+(typed RNG keys; NOTES-ECOSYSTEM.md), while Orbax restores bit-exactly, handles sharded arrays (data
+parallel runs), and saves atomically: it writes into ``<step>.orbax-checkpoint-tmp-*`` and renames to
+``<step>`` only once every item is on disk. A run killed mid-save leaves only the temp directory, which
+:func:`complete_steps` ignores, so it never loads as a good checkpoint. Typed PRNG keys are stored as their
+raw ``key_data`` (uint32) and re-wrapped on restore, which keeps the tree plain arrays.
+
+Saves are synchronous: on a 2-core CPU an async save competes with the step for the same cores, and a
+synchronous save makes "the checkpoint of step N exists" mean what it says when the process dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from prpose.errors import PrposeError
+
+CHECKPOINT_DIR = "checkpoints"
+_ITEMS = ("state", "ema", "meta")
+# Orbax writes this file inside the temp directory before the final rename; a step directory without it
+# was not produced by a finished save.
+_ORBAX_MARKER = "_CHECKPOINT_METADATA"
+
+
+# --- PRNG keys <-> raw arrays ----------------------------------------------------------------------------------
+
+def _is_typed_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_storable(tree):
+    """Replace typed PRNG keys by their uint32 ``key_data`` so that every leaf is a plain array."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree)
+
+
+def from_storable(stored, template):
+    """Inverse of :func:`to_storable`: re-wrap key data where ``template`` holds typed keys."""
+    def restore(t, s):
+        if _is_typed_key(t):
+            return jax.random.wrap_key_data(s, impl=jax.random.key_impl(t))
+        return s
+    return jax.tree.map(restore, template, stored)
+
+
+# --- fingerprints ----------------------------------------------------------------------------------------------
+
+def weights_hash(params) -> str:
+    """SHA-256 over every leaf (path, dtype, shape, bytes) of a params tree, in a deterministic order."""
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(to_storable(params))[0]
+    for path, leaf in sorted(leaves, key=lambda pl: jax.tree_util.keystr(pl[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def config_hash(model_dict: dict) -> str:
+    """SHA-256 of the canonical JSON of the model-relevant config (``config.model_fingerprint_dict``)."""
+    return hashlib.sha256(json.dumps(model_dict, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(model_dict: dict, ema_params) -> str:
+    """``"<config hash 12>-<weights hash 12>"``: equal iff same architecture and bit-identical EMA weights.
+
+    Indexes and stored embeddings record it, and refuse a model with another fingerprint.
+    """
+    return f"{config_hash(model_dict)[:12]}-{weights_hash(ema_params)[:12]}"
+
+
+# --- compatibility ---------------------------------------------------------------------------------------------
+
+def check_compatible(saved_model_dict: dict, current_model_dict: dict, where: str) -> None:
+    """Raise PrposeError listing every model-relevant field that differs between a checkpoint and a config."""
+    diffs = []
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+        elif _normalise(a) != _normalise(b):
+            diffs.append(f"{prefix[:-1]}: checkpoint has {a!r}, config has {b!r}")
+
+    walk(saved_model_dict, current_model_dict, "")
+    if diffs:
+        raise PrposeError(f"{where}: checkpoint is incompatible with the requested config ("
+                          + "; ".join(diffs) + "); use a fresh --out directory or the checkpoint's own config")
+
+
+def _normalise(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+# --- the manager -----------------------------------------------------------------------------------------------
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> pathlib.Path:
+    return pathlib.Path(run_dir).resolve() / CHECKPOINT_DIR
+
+
+def complete_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Steps whose checkpoint finished saving (sorted). Leftover temp dirs and partial dirs are ignored."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    steps = []
+    for child in root.iterdir():
+        if not (child.is_dir() and child.name.isdigit()):
+            continue  # e.g. "<step>.orbax-checkpoint-tmp-<n>" from a save that was interrupted
+        if (child / _ORBAX_MARKER).is_file() and all((child / item).is_dir() for item in _ITEMS):
+            steps.append(int(child.name))
+        else:
+            logging.warning("ignoring incomplete checkpoint directory %s", child)
+    return sorted(steps)
+
+
+def latest_step(run_dir: str | os.PathLike) -> int | None:
+    steps = complete_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+class Checkpointer:
+    """Saves and restores the training state of one run directory.
+
+    ``state`` and ``ema`` are pytrees of arrays (typed PRNG keys allowed); ``meta`` a JSON-able dict.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp  # imported here: ~1 s, and only training/inference need it
+
+        self._ocp = ocp
+        self.run_dir = pathlib.Path(run_dir).resolve()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(checkpoint_dir(self.run_dir), options=options, item_names=_ITEMS)
+
+    def save(self, step: int, state, ema, meta: dict[str, Any]) -> None:
+        ocp = self._ocp
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(to_storable(state)),
+                ema=ocp.args.StandardSave(to_storable(ema)),
+                meta=ocp.args.JsonSave(dict(meta, step=int(step))),
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, state_template, ema_template):
+        """Restore (state, ema, meta) of ``step`` with the structure, dtypes and shardings of the templates."""
+        ocp = self._ocp
+        restored = self._manager.restore(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(to_storable(state_template))),
+                ema=ocp.args.StandardRestore(_abstract(to_storable(ema_template))),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return (from_storable(restored["state"], state_template),
+                from_storable(restored["ema"], ema_template), dict(restored["meta"]))
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def restore_ema(run_dir: str | os.PathLike, ema_template, step: int | None = None):
+    """Restore only the EMA item (inference): returns (step, ema tree, meta)."""
+    import orbax.checkpoint as ocp
+
+    step = latest_step(run_dir) if step is None else step
+    if step is None:
+        raise PrposeError(f"{checkpoint_dir(run_dir)}: no complete checkpoint found")
+    options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
+    manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=_ITEMS)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            ema=ocp.args.StandardRestore(_abstract(to_storable(ema_template))),
+            meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise PrposeError(f"{checkpoint_dir(run_dir)}/{step}: cannot restore the EMA weights ({e})") from None
+    finally:
+        manager.close()
+    return step, from_storable(restored["ema"], ema_template), dict(restored["meta"])
+
+
+def _abstract(tree):
+    """ShapeDtypeStructs (with sharding for jax arrays) so that Orbax restores onto the same devices."""
+    def leaf(x):
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        x = np.asarray(x)
+        return np.zeros(x.shape, x.dtype)
+    return jax.tree.map(leaf, tree)
