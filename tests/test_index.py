@@ -1,0 +1,330 @@
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from prpose import index as index_mod
+from prpose.errors import PrposeError
+from prpose.index import PoseIndex
+
+D, K = 8, 5
+PARAMS = (1.3, -0.4, 0.1)
+
+
+def reference_distance(q, x, a, b, s):
+    """Independent float64 reference: q (K1, D), x (N, K2, D) -> (N,) d = -log mean_{ij} P, in log space."""
+    q = np.asarray(q, np.float64)
+    x = np.asarray(x, np.float64)
+    r = np.sqrt(((x[:, None, :, :] - q[None, :, None, :]) ** 2).sum(-1)).reshape(len(x), -1)
+    log_p = np.logaddexp(np.log1p(-s) - np.logaddexp(0.0, a * r - b), np.log(s / 2) if s > 0 else -np.inf)
+    peak = log_p.max(axis=1, keepdims=True)
+    return -(np.log(np.exp(log_p - peak).mean(axis=1)) + peak[:, 0])
+
+
+def make_data(n, seed=0, clusters=6):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(clusters, D))
+    means = centres[rng.integers(clusters, size=n)] + rng.normal(scale=0.5, size=(n, D))
+    std = rng.uniform(0.1, 0.5, size=(n, D))
+    samples = means[:, None] + std[:, None] * rng.normal(size=(n, K, D))
+    meta = {
+        "source": np.array(["synth"] * n),
+        "subject": np.array([f"S{i % 3}" for i in range(n)]),
+        "sequence": rng.integers(0, 4, size=n).astype(np.int16),
+        "frame": np.arange(n, dtype=np.int32),
+        "camera": np.array([f"cam{i % 4}" for i in range(n)], dtype=object),
+        "pose3d": rng.normal(size=(n, 17, 3)).astype(np.float32),
+    }
+    return means.astype(np.float32), samples.astype(np.float32), meta
+
+
+def build(n=300, factory="auto", seed=0, **kw):
+    means, samples, meta = make_data(n, seed)
+    idx = PoseIndex(D, K, PARAMS, "model-abc", factory=factory, **kw)
+    idx.add(means, samples, meta)
+    return idx, means, samples, meta
+
+
+def queries(q=7, seed=1):
+    m, s, _ = make_data(q, seed)
+    return m, s
+
+
+# -- numerics ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [0.1, 0.0])
+def test_rerank_kernel_matches_float64_reference(s):
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(3, K, D)).astype(np.float32)
+    x = (q[:, None] + rng.normal(scale=0.7, size=(3, 4, K, D))).astype(np.float32)
+    got = index_mod.rerank_distances(q, x, *PARAMS[:2], s)
+    want = np.stack([reference_distance(q[i], x[i], *PARAMS[:2], s) for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_rerank_kernel_far_apart_stays_finite_and_ordered():
+    # Every sigmoid underflows in float32 (a r - b ~ 1e3): the float64 log-space fallback must keep the order.
+    q = np.zeros((1, K, D), np.float32)
+    x = np.zeros((1, 3, K, D), np.float32)
+    x[0, :, :, 0] = np.array([300.0, 400.0, 500.0])[:, None]
+    got = index_mod.rerank_distances(q, x, 2.0, 0.0, 0.0)
+    want = reference_distance(q[0], x[0], 2.0, 0.0, 0.0)
+    assert np.all(np.isfinite(got)) and np.all(np.diff(got[0]) > 0)
+    np.testing.assert_allclose(got[0], want, rtol=1e-9)
+
+
+def test_identical_single_samples_give_maximal_probability():
+    # K = 1 and query == entry: r = 0, so P = (1 - s) sigmoid(b) + s / 2 exactly.
+    a, b, s = PARAMS
+    idx = PoseIndex(D, 1, PARAMS, "m")
+    z = np.ones((1, D), np.float32)
+    idx.add(z, z[:, None], None)
+    res = idx.search(z, z[:, None], k=1)
+    expected = (1 - s) / (1 + np.exp(-b)) + s / 2
+    np.testing.assert_allclose(res.probabilities[0, 0], expected, rtol=1e-6)
+
+
+def test_exact_search_matches_float64_brute_force():
+    idx, means, samples, _ = build(n=120)
+    qm, qs = queries(4)
+    res = idx.search_exact(qm, qs, k=10)
+    for i in range(4):
+        d = reference_distance(qs[i], samples, *PARAMS)
+        order = np.argsort(d, kind="stable")[:10]
+        np.testing.assert_array_equal(res.ids[i], order)
+        np.testing.assert_allclose(res.distances[i], d[order], rtol=1e-5)
+        np.testing.assert_allclose(res.probabilities[i], np.exp(-d[order]), rtol=1e-5)
+
+
+def test_matches_teammate_float64_twin_when_available():
+    matching = pytest.importorskip("prpose.matching")
+    if not hasattr(matching, "match_distance_np"):
+        pytest.skip("prpose.matching.match_distance_np not available")
+    idx, _, samples, _ = build(n=50)
+    qm, qs = queries(2)
+    res = idx.search_exact(qm, qs, k=5)
+    want = matching.match_distance_np(qs[0][None], samples[res.ids[0]], *PARAMS)
+    np.testing.assert_allclose(res.distances[0], want, rtol=1e-5)
+
+
+# -- search behaviour --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_entry_queried_with_its_own_samples_comes_first(factory):
+    idx, means, samples, meta = build(n=400, factory=factory)
+    picks = np.array([0, 17, 123, 399])
+    res = idx.search(means[picks], samples[picks], k=5)
+    np.testing.assert_array_equal(res.ids[:, 0], picks)
+    np.testing.assert_array_equal(res.metadata["frame"][:, 0], meta["frame"][picks])
+    np.testing.assert_array_equal(res.metadata["camera"][:, 0], meta["camera"][picks].astype(str))
+    np.testing.assert_array_equal(res.metadata["pose3d"][:, 0], meta["pose3d"][picks])
+    assert res.rows(1)[0]["id"] == 17 and res.rows(1)[0]["subject"] == "S2"
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_batch_and_single_queries_give_identical_results(factory):
+    idx, *_ = build(n=500, factory=factory)
+    qm, qs = queries(40)  # > 20 queries: FAISS switches to BLAS distances for batches
+    batch = idx.search(qm, qs, k=6, candidates=24)
+    for i in range(0, 40, 3):
+        single = idx.search(qm[i : i + 1], qs[i : i + 1], k=6, candidates=24)
+        np.testing.assert_array_equal(single.ids[0], batch.ids[i])
+        np.testing.assert_array_equal(single.distances[0], batch.distances[i])
+
+
+def test_two_stage_agrees_with_exact_on_small_data():
+    idx, *_ = build(n=300)
+    qm, qs = queries(20)
+    exact = idx.search_exact(qm, qs, k=10)
+    full = idx.search(qm, qs, k=10, candidates=300)  # every entry is a candidate: must equal the reference
+    np.testing.assert_array_equal(full.ids, exact.ids)
+    np.testing.assert_allclose(full.distances, exact.distances, rtol=1e-5)
+    default = idx.search(qm, qs, k=10)  # 64 candidates of 300, clustered data: top-1 must still agree
+    np.testing.assert_array_equal(default.ids[:, 0], exact.ids[:, 0])
+    assert np.all(np.diff(default.distances, axis=1) >= 0)
+
+
+def test_fewer_entries_than_k_pads_with_minus_one():
+    idx, *_ = build(n=3)
+    qm, qs = queries(2)
+    res = idx.search(qm, qs, k=5)
+    assert res.ids.shape == (2, 5)
+    assert np.all(res.ids[:, 3:] == -1) and np.all(np.isinf(res.distances[:, 3:]))
+    assert np.all(res.probabilities[:, 3:] == 0) and np.all(res.metadata["subject"][:, 3:] == "")
+    assert sorted(res.ids[0, :3]) == [0, 1, 2] and len(res.rows(0)) == 3
+    exact = idx.search_exact(qm, qs, k=5)
+    np.testing.assert_array_equal(exact.ids, res.ids)
+
+
+def test_incremental_add_and_auto_switch_to_hnsw(monkeypatch):
+    monkeypatch.setattr(index_mod, "AUTO_HNSW_THRESHOLD", 250)
+    means, samples, meta = make_data(300)
+    idx = PoseIndex(D, K, PARAMS, "m")
+    ids = idx.add(means[:200], samples[:200], {k: v[:200] for k, v in meta.items()})
+    qm, qs = queries(5)
+    idx.search(qm, qs, k=3)
+    assert idx.faiss_factory == "Flat" and ids[-1] == 199
+    ids = idx.add(means[200:], samples[200:], {k: v[200:] for k, v in meta.items()})
+    assert ids[0] == 200 and idx.faiss_factory == "HNSW32"
+    res = idx.search(means[[250]], samples[[250]], k=3)
+    assert res.ids[0, 0] == 250 and idx._faiss.ntotal == 300
+
+
+def test_float16_storage_keeps_rankings_close():
+    idx32, *_ = build(n=300)
+    idx16, *_ = build(n=300, sample_dtype="float16")
+    qm, qs = queries(20)
+    r32 = idx32.search_exact(qm, qs, k=5)
+    r16 = idx16.search_exact(qm, qs, k=5)
+    np.testing.assert_allclose(r16.distances, r32.distances, rtol=2e-3)
+    assert np.mean(r16.ids[:, 0] == r32.ids[:, 0]) >= 0.9
+    assert idx16.samples().dtype == np.float16
+
+
+# -- persistence ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_save_load_round_trip_gives_identical_results(tmp_path, factory):
+    idx, *_ = build(n=300, factory=factory)
+    idx.ef_search = 40
+    qm, qs = queries(9)
+    before = idx.search(qm, qs, k=5)
+    idx.save(tmp_path / "ix")
+    loaded = PoseIndex.load(tmp_path / "ix", expected_fingerprint="model-abc")
+    after = loaded.search(qm, qs, k=5)
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_array_equal(after.distances, before.distances)
+    for name in before.metadata:
+        np.testing.assert_array_equal(after.metadata[name], before.metadata[name])
+    assert loaded.ef_search == 40 and loaded.match_params == idx.match_params and loaded.ntotal == 300
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["format"] == "prpose-index" and manifest["version"] == 1
+    assert manifest["faiss_factory"] == ("Flat" if factory == "Flat" else factory)
+    assert set(manifest["files"]) >= {"means.npy", "samples.npy", "faiss.index", "meta_frame.npy"}
+
+
+def test_load_refuses_other_model_fingerprint(tmp_path):
+    idx, *_ = build(n=20)
+    idx.save(tmp_path / "ix")
+    with pytest.raises(PrposeError, match="fingerprint 'model-abc'.*'model-xyz'"):
+        PoseIndex.load(tmp_path / "ix", expected_fingerprint="model-xyz")
+
+
+def test_load_refuses_truncated_npy(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    data = (path / "samples.npy").read_bytes()
+    (path / "samples.npy").write_bytes(data[:-40])
+    with pytest.raises(PrposeError, match=r"samples\.npy.*truncated"):
+        PoseIndex.load(path)
+
+
+def test_load_refuses_corrupt_file_same_size(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    data = bytearray((path / "means.npy").read_bytes())
+    data[-1] ^= 0xFF
+    (path / "means.npy").write_bytes(bytes(data))
+    with pytest.raises(PrposeError, match=r"means\.npy.*SHA-256"):
+        PoseIndex.load(path)
+
+
+def test_load_refuses_newer_format_version(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["version"] = 2
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PrposeError, match="version 2"):
+        PoseIndex.load(path)
+
+
+def test_interrupted_save_never_loads_as_complete(tmp_path, monkeypatch):
+    idx, *_ = build(n=20)
+    old = idx.save(tmp_path / "ix")
+    bigger, *_ = build(n=40, seed=5)
+
+    def crash(path, manifest):
+        raise KeyboardInterrupt("simulated crash before the manifest")
+
+    monkeypatch.setattr(index_mod, "_write_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(tmp_path / "ix")
+    with pytest.raises(KeyboardInterrupt):
+        bigger.save(tmp_path / "fresh")
+    # The old complete index is untouched; the new target never appears; no temp debris is left behind.
+    assert PoseIndex.load(old).ntotal == 20
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+    # A directory a crash left behind without a manifest is refused, not half-loaded.
+    (tmp_path / "partial").mkdir()
+    np.save(tmp_path / "partial" / "means.npy", np.zeros((2, D), np.float32))
+    with pytest.raises(PrposeError, match="no manifest.json"):
+        PoseIndex.load(tmp_path / "partial")
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_nan_query_is_refused_with_row_numbers():
+    idx, *_ = build(n=20)
+    qm, qs = queries(3)
+    qs[2, 1, 0] = np.nan
+    with pytest.raises(PrposeError, match=r"query_samples has 1 row\(s\) with NaN.*\[2\]"):
+        idx.search(qm, qs, k=2)
+    with pytest.raises(PrposeError, match="query_samples"):
+        idx.search_exact(qm, qs, k=2)
+
+
+@pytest.mark.parametrize(
+    "qm_shape, qs_shape, pattern",
+    [((3, D + 1), (3, K, D), r"query_means has shape \(3, 9\), expected \(N, 8\)"),
+     ((3, D), (3, K + 1, D), r"query_samples has shape \(3, 6, 8\), expected \(3, 5, 8\)"),
+     ((3, D), (2, K, D), r"query_samples has shape \(2, 5, 8\), expected \(3, 5, 8\)")],
+)
+def test_bad_query_shapes_are_refused(qm_shape, qs_shape, pattern):
+    idx, *_ = build(n=20)
+    with pytest.raises(PrposeError, match=pattern):
+        idx.search(np.zeros(qm_shape, np.float32), np.zeros(qs_shape, np.float32), k=2)
+
+
+def test_bad_arguments_are_refused():
+    idx, means, samples, meta = build(n=20)
+    qm, qs = queries(2)
+    with pytest.raises(PrposeError, match="k=0"):
+        idx.search(qm, qs, k=0)
+    with pytest.raises(PrposeError, match="candidates=3, expected an integer >= k=5"):
+        idx.search(qm, qs, k=5, candidates=3)
+    with pytest.raises(PrposeError, match=r"lacks fields \['camera'\]"):
+        idx.add(means, samples, {k: v for k, v in meta.items() if k != "camera"})
+    with pytest.raises(PrposeError, match=r"pose3d'\] has shape \(20, 16, 3\)"):
+        idx.add(means, samples, {**meta, "pose3d": np.zeros((20, 16, 3))})
+    with pytest.raises(PrposeError, match=r"metadata\['frame'\] has shape \(19,\)"):
+        idx.add(means, samples, {**meta, "frame": np.arange(19)})
+    with pytest.raises(PrposeError, match="metadata=None"):
+        idx.add(means, samples, None)
+    with pytest.raises(PrposeError, match="smoothing=1.5"):
+        PoseIndex(D, K, (1.0, 0.0, 1.5), "m")
+    with pytest.raises(PrposeError, match="factory 'NotAThing'"):
+        PoseIndex(D, K, PARAMS, "m", factory="NotAThing")
+    with pytest.raises(PrposeError, match="empty"):
+        PoseIndex(D, K, PARAMS, "m").search(qm, qs, k=1)
+    ivf = PoseIndex(D, K, PARAMS, "m", factory="IVF64,Flat")
+    ivf.add(means, samples, meta)
+    with pytest.raises(PrposeError, match="64 inverted lists.*holds 20"):
+        ivf.search(qm, qs, k=1)
+
+
+def test_structured_array_metadata_is_accepted():
+    means, samples, _ = make_data(4)
+    meta = np.zeros(4, dtype=[("source", "U8"), ("subject", "U4"), ("sequence", "i2"), ("frame", "i4"),
+                              ("camera", "U6")])
+    meta["frame"] = [5, 6, 7, 8]
+    idx = PoseIndex(D, K, PARAMS, "m")
+    idx.add(means, samples, meta)
+    res = idx.search(means[[2]], samples[[2]], k=1)
+    assert res.metadata["frame"][0, 0] == 7 and set(idx.metadata_fields) == set(meta.dtype.names)
