@@ -1,0 +1,141 @@
+import jax
+import numpy as np
+import pytest
+
+from prpose.errors import PrposeError
+from prpose.procrustes import np_mpjpe, pairwise_np_mpjpe, procrustes_align
+
+
+def ref_align(src, tgt, mask=None):
+    """Independent float64 Umeyama alignment of src (J, 3) onto tgt (J, 3) via NumPy SVD."""
+    src, tgt = np.asarray(src, np.float64), np.asarray(tgt, np.float64)
+    m = np.ones(len(src), bool) if mask is None else np.asarray(mask, bool)
+    mu_s, mu_t = src[m].mean(0), tgt[m].mean(0)
+    x, y = src[m] - mu_s, tgt[m] - mu_t
+    # Find R (column-vector convention), s: min sum |s R x + t - y|^2 over proper rotations R.
+    u, sig, vt = np.linalg.svd(y.T @ x)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    r = u @ d @ vt
+    s = np.trace(np.diag(sig) @ d) / np.sum(x**2)
+    return s * (src - mu_s) @ r.T + mu_t
+
+
+def ref_np_mpjpe(a, b, mask=None):
+    aligned = ref_align(a, b, mask)
+    d = np.linalg.norm(aligned - np.asarray(b, np.float64), axis=-1)
+    return d.mean() if mask is None else d[np.asarray(mask, bool)].mean()
+
+
+def random_rotation(rng):
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def poses(rng, n, j=17):
+    return rng.normal(size=(n, j, 3)) * 0.4
+
+
+def test_np_mpjpe_matches_float64_reference():
+    rng = np.random.default_rng(0)
+    a, b = poses(rng, 20), poses(rng, 20)
+    b[:5] = a[:5] + rng.normal(size=(5, 17, 3)) * 0.02  # near matches too, not only random pairs
+    got = np.asarray(np_mpjpe(a.astype(np.float32), b.astype(np.float32)))
+    ref = np.array([ref_np_mpjpe(x, y) for x, y in zip(a, b)])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    aligned = np.asarray(procrustes_align(a.astype(np.float32), b.astype(np.float32)))
+    np.testing.assert_allclose(aligned, np.stack([ref_align(x, y) for x, y in zip(a, b)]), atol=2e-5)
+
+
+def test_pairwise_equals_per_pair_reference():
+    rng = np.random.default_rng(1)
+    a, b = poses(rng, 7), poses(rng, 5)
+    b[0] = a[3] @ random_rotation(rng).T * 1.7 + 0.3  # an exact match hides in the batch
+    got = np.asarray(pairwise_np_mpjpe(a.astype(np.float32), b.astype(np.float32)))
+    assert got.shape == (7, 5)
+    ref = np.array([[ref_np_mpjpe(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert got[3, 0] < 1e-5
+
+
+def test_invariant_to_similarity_transform_of_the_first_argument():
+    rng = np.random.default_rng(2)
+    a, b = poses(rng, 6), poses(rng, 6)
+    base = np.asarray(np_mpjpe(a, b))
+    for _ in range(3):
+        r, s, t = random_rotation(rng), rng.uniform(0.2, 5.0), rng.normal(size=3)
+        moved = s * a @ r.T + t
+        np.testing.assert_allclose(np_mpjpe(moved.astype(np.float32), b.astype(np.float32)), base,
+                                   rtol=1e-4, atol=1e-5)
+    # Identical up to a similarity transform: zero error (the alignment recovers it).
+    r, s, t = random_rotation(rng), 2.5, np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(np_mpjpe(s * a @ r.T + t, a), 0.0, atol=1e-5)
+    np.testing.assert_allclose(procrustes_align(s * a @ r.T + t, a), a, atol=1e-5)
+
+
+def test_identical_poses_give_zero():
+    a = poses(np.random.default_rng(3), 4).astype(np.float32)
+    np.testing.assert_allclose(np_mpjpe(a, a), 0.0, atol=1e-6)
+    d = np.asarray(pairwise_np_mpjpe(a, a))
+    np.testing.assert_allclose(np.diag(d), 0.0, atol=1e-6)
+    assert np.all(d[~np.eye(4, dtype=bool)] > 0.05)
+
+
+def test_mirrored_pose_does_not_align_to_zero():
+    rng = np.random.default_rng(4)
+    a = poses(rng, 5)
+    mirrored = a * [-1.0, 1.0, 1.0]  # a reflection: no proper rotation undoes it
+    got = np.asarray(np_mpjpe(mirrored, a))
+    ref = np.array([ref_np_mpjpe(x, y) for x, y in zip(mirrored, a)])
+    assert np.all(got > 0.05)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # Planar poses (z = 0) are the one case where a mirror IS a rotation (flip the plane over).
+    flat = a * [1.0, 1.0, 0.0]
+    np.testing.assert_allclose(np_mpjpe(flat * [-1.0, 1.0, 1.0], flat), 0.0, atol=1e-5)
+
+
+def test_masked_joints_are_ignored():
+    rng = np.random.default_rng(5)
+    a = poses(rng, 3)
+    r = random_rotation(rng)
+    b = 1.3 * a @ r.T + 0.2
+    mask = np.ones((3, 17), bool)
+    mask[:, [2, 9, 16]] = False
+    b_bad = b.copy()
+    b_bad[:, [2, 9, 16]] += 5.0  # garbage at masked joints
+    np.testing.assert_allclose(np_mpjpe(a, b_bad, mask), 0.0, atol=1e-5)
+    assert np.all(np.asarray(np_mpjpe(a, b_bad)) > 0.1)
+    # Against the reference with noise and a mask.
+    b_noisy = b_bad + rng.normal(size=b.shape) * 0.05
+    got = np.asarray(np_mpjpe(a, b_noisy, mask))
+    ref = np.array([ref_np_mpjpe(x, y, m) for x, y, m in zip(a, b_noisy, mask)])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # Every joint is transformed (masked ones too), with the fit of the unmasked ones.
+    aligned = np.asarray(procrustes_align(a, b_bad, mask))
+    np.testing.assert_allclose(aligned, b, atol=1e-5)
+
+
+def test_degenerate_input_is_finite():
+    rng = np.random.default_rng(6)
+    point = np.ones((17, 3)) * 0.5
+    b = poses(rng, 1)[0]
+    for x, y in ((point, b), (b, point), (point, point), (np.zeros((17, 3)), np.zeros((17, 3)))):
+        d = np.asarray(np_mpjpe(x, y))
+        assert np.isfinite(d)
+    # Source collapsed to a point: it aligns onto the target's centroid.
+    np.testing.assert_allclose(np_mpjpe(point, b), np.linalg.norm(b - b.mean(0), axis=-1).mean(), rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(pairwise_np_mpjpe(np.stack([point, b]), np.stack([b, point])))))
+    assert np.isfinite(np.asarray(np_mpjpe(b, b, np.zeros(17, bool))))
+
+
+def test_jit_and_bad_shapes():
+    a = poses(np.random.default_rng(7), 3).astype(np.float32)
+    np.testing.assert_allclose(jax.jit(np_mpjpe)(a, a[::-1]), np_mpjpe(a, a[::-1]), rtol=1e-6)
+    with pytest.raises(PrposeError, match=r"pairwise_np_mpjpe.*\(N, J, 3\)"):
+        pairwise_np_mpjpe(a, a[:, :12])
+    with pytest.raises(PrposeError, match="'pred'"):
+        np_mpjpe(a[..., :2], a[..., :2])
+    with pytest.raises(PrposeError, match="'mask'"):
+        np_mpjpe(a, a, np.ones((3, 16), bool))
