@@ -124,6 +124,26 @@ def _is_dataset_dir(path: pathlib.Path) -> bool:
         return False
 
 
+def check_target(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise PrposeError unless ``write_dataset(path, overwrite=overwrite)`` may write there.
+
+    Allowed: a missing path, an empty directory, or (with ``overwrite``) an existing prpose dataset. Anything
+    else is refused, so a typo cannot wipe unrelated files. Converters call this before long work.
+    """
+    path = pathlib.Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise PrposeError(f"output {path} exists and is not a directory; refusing to replace it")
+        if _is_dataset_dir(path):
+            if not overwrite:
+                raise PrposeError(f"output {path} already holds a prpose dataset; pass overwrite=True (--overwrite) to replace it")
+        elif any(path.iterdir()):
+            raise PrposeError(
+                f"output {path} exists, is not empty and is not a prpose dataset (no valid {MANIFEST}); "
+                "refusing to overwrite it"
+            )
+
+
 def write_dataset(
     path: str | os.PathLike,
     *,
@@ -208,18 +228,7 @@ def write_dataset(
     except TypeError as e:
         raise PrposeError(f"write_dataset: info is not JSON-serialisable ({e})") from None
 
-    # Refuse dangerous targets before writing anything.
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise PrposeError(f"write_dataset: {path} exists and is not a directory; refusing to replace it")
-        if _is_dataset_dir(path):
-            if not overwrite:
-                raise PrposeError(f"write_dataset: {path} already holds a prpose dataset; pass overwrite=True to replace it")
-        elif any(path.iterdir()):
-            raise PrposeError(
-                f"write_dataset: {path} exists, is not empty and is not a prpose dataset (no valid {MANIFEST}); "
-                "refusing to overwrite it"
-            )
+    check_target(path, overwrite)
     parent = path.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
