@@ -211,3 +211,111 @@ def test_empty_dataset_round_trip(tmp_path):
     d = ds.load_dataset(tmp_path / "d")
     assert len(d) == 0 and d.indices(split="train").size == 0
     assert "0 frames" in d.summary()
+
+
+# -- converter helpers (data_prep/common.py) ---------------------------------------------------------------
+from data_prep import common  # noqa: E402
+from prpose.camera import Camera, ring_rig  # noqa: E402
+
+
+def test_project_to_rig_matches_hand_pinhole_and_flags_hidden_points():
+    cam = Camera(name="c", rotation=np.eye(3), center=[0.0, 0.0, -5.0], focal=[1000.0, 800.0],
+                 principal=[320.0, 240.0], width=640, height=480)
+    pts = np.array([[[0.5, -0.25, 0.0], [0.0, 0.0, -10.0], [2.0, 0.0, 0.0]]])  # in view, behind, off-image
+    kp, vis = common.project_to_rig(pts, [cam])
+    # Hand-worked: camera z = 5 for the first point -> u = 1000 * 0.5 / 5 + 320, v = 800 * -0.25 / 5 + 240.
+    np.testing.assert_allclose(kp[0, 0, 0], [420.0, 200.0], rtol=1e-6)
+    assert vis[0, 0].tolist() == [True, False, False]
+    np.testing.assert_array_equal(kp[0, 0, 1], [0.0, 0.0])  # behind the camera: no meaningful pixel
+    np.testing.assert_allclose(kp[0, 0, 2], [720.0, 240.0], rtol=1e-6)  # merely outside the image: kept
+    assert kp.dtype == np.float32 and vis.dtype == bool
+
+
+def test_project_to_rig_hides_points_folded_back_by_distortion():
+    # A strong barrel distortion folds a point 52 degrees off-axis back into the image; it must not count.
+    cam = Camera(name="c", rotation=np.eye(3), center=[0.0, 0.0, 0.0], focal=[500.0, 500.0],
+                 principal=[500.0, 500.0], radial=[-0.5, 0.0, 0.0], width=1000, height=1000)
+    far = np.array([[[1.3, 0.0, 1.0]]])
+    uv, _ = cam.project(far[0])
+    assert cam.in_image(uv).all()  # the fold-back really happens
+    _, vis = common.project_to_rig(far, [cam])
+    assert not vis.any()
+
+
+def test_assign_splits_exact_and_deterministic():
+    keys = [f"seq{i}" for i in range(20)]
+    a = common.assign_splits(keys, (0.8, 0.1, 0.1), seed=1)
+    assert sorted(a) == sorted(keys)
+    assert [list(a.values()).count(s) for s in ("train", "val", "test")] == [16, 2, 2]
+    assert a == common.assign_splits(keys, (0.8, 0.1, 0.1), seed=1)
+    assert a != common.assign_splits(keys, (0.8, 0.1, 0.1), seed=2)
+    small = common.assign_splits(["a", "b", "c"], (0.8, 0.1, 0.1))
+    assert sorted(small.values()) == ["test", "train", "val"]
+    with pytest.raises(PrposeError, match="summing to 1"):
+        common.assign_splits(keys, (0.5, 0.1, 0.1))
+
+
+def test_hash_split_is_stable_and_proportional():
+    splits = [common.hash_split(f"take{i}") for i in range(2000)]
+    assert splits == [common.hash_split(f"take{i}") for i in range(2000)]
+    frac = [splits.count(s) / 2000 for s in ("train", "val", "test")]
+    assert abs(frac[0] - 0.8) < 0.04 and abs(frac[1] - 0.1) < 0.03
+    assert common.hash_split("x", (0.0, 0.0, 1.0)) == "test"
+
+
+def _walker(t=5, x=0.0):
+    p = np.zeros((t, 17, 3))
+    p[:, :, 2] = np.linspace(0.1, 1.7, 17)  # a vertical line of joints, standing at (x, 0)
+    p[:, :, 0] = x + np.linspace(-0.2, 0.2, 17)
+    return p
+
+
+def test_assemble_per_subject_rigs_labels_and_frames(tmp_path):
+    rig_a, rig_b = ring_rig(3, 4.0, 1.5), ring_rig(3, 4.0, 1.5, start_azimuth_deg=30.0)
+    seqs = [
+        common.SequenceInput("s1/walk", "S1", "test", _walker(4), frames=np.array([0, 10, 20, 30])),
+        common.SequenceInput("s2/walk", "S2", "test", _walker(3, 0.5)),
+        common.SequenceInput("s1/run", "S1", "test", _walker(2)),
+    ]
+    d = common.write_sequences(tmp_path / "d", seqs, {"S1": rig_a, "S2": rig_b},
+                               {"s1/walk": "train", "s2/walk": "test", "s1/run": "val"}, info={"x": 1},
+                               progress=False)
+    assert len(d) == 9 and d.camera_names == ["ring0", "ring1", "ring2"]
+    assert d.rig_index.tolist() == [0] * 4 + [1] * 3 + [0] * 2 and len(d.rigs) == 2
+    assert d.frame.tolist() == [0, 10, 20, 30, 0, 1, 2, 0, 1]
+    assert d.labels("split").tolist() == ["train"] * 4 + ["test"] * 3 + ["val"] * 2
+    assert d.labels("subject").tolist() == ["S1"] * 4 + ["S2"] * 3 + ["S1"] * 2
+    kp, vis = common.project_to_rig(_walker(3, 0.5), rig_b)
+    np.testing.assert_array_equal(d.keypoints2d[4:7], kp)
+    assert d.visibility.all()
+
+
+def test_assemble_rejects_bad_sequences():
+    rig = ring_rig(2, 4.0, 1.5)
+    bad = _walker(4)
+    bad[2, 5, 1] = np.nan
+    with pytest.raises(PrposeError, match=r"sequence 'b': 1 non-finite coordinate\(s\) in 1 frame\(s\), first at frame 2"):
+        common.assemble([common.SequenceInput("a", "S", "t", _walker()), common.SequenceInput("b", "S", "t", bad)],
+                        rig, "train")
+    with pytest.raises(PrposeError, match=r"sequence 'a': poses have shape \(5, 16, 3\); expected \(T, 17, 3\)"):
+        common.assemble([common.SequenceInput("a", "S", "t", _walker()[:, :16])], rig, "train")
+    with pytest.raises(PrposeError, match="duplicate sequence names"):
+        common.assemble([common.SequenceInput("a", "S", "t", _walker())] * 2, rig, "train")
+    with pytest.raises(PrposeError, match="no camera rig for subject 'S'"):
+        common.assemble([common.SequenceInput("a", "S", "t", _walker())], {"S1": rig}, "train")
+    with pytest.raises(PrposeError, match="split 'dev'"):
+        common.assemble([common.SequenceInput("a", "S", "t", _walker())], rig, "dev")
+    with pytest.raises(PrposeError, match="same number of cameras"):
+        common.assemble([common.SequenceInput("a", "S1", "t", _walker()), common.SequenceInput("b", "S2", "t", _walker())],
+                        {"S1": rig, "S2": ring_rig(3, 4.0, 1.5)}, "train")
+
+
+def test_conversion_report_counts_everything():
+    r = common.ConversionReport()
+    r.converted("a.bvh", 100, 50, "resampled 60->30 fps")
+    r.skipped("standard.bvh", "3 frames: reference skeleton", frames_read=3)
+    r.failed("broken.bvh", "line 12: expected 6 values")
+    text = r.table()
+    assert "resampled 60->30 fps" in text and "skipped: 3 frames" in text and "FAILED: line 12" in text
+    assert text.splitlines()[-1] == "total: 3 file(s), 103 frames read, 50 converted, 1 skipped, 1 failed"
+    assert r.failures == 1
