@@ -1,0 +1,161 @@
+"""Retrieval methods evaluated by the cross-view protocol (eval.protocol.RetrievalMethod).
+
+Rows of the results table, all on the same queries:
+  * `OracleMethod`: ranks by the true NP-MPJPE between 3D poses: the dataset's upper bound (Hit@1 = 1 whenever
+    the query's own frame is in the index, which the cross-view protocol guarantees).
+  * `RandomMethod`: a uniformly random ranking: the lower bound (its expectation is
+    eval.protocol.expected_random_result).
+  * `Keypoints2DMethod`: nearest neighbour by L2 on normalised 2D keypoints (the paper's "2D keypoints" row).
+  * `EmbeddingMethod`: a trained embedder (prpose.inference.PoseEmbedder): Pr-VIPE ranked by the match
+    probability distance -log P (the paper's ranking), or by L2 between embedding means; also L2-VIPE.
+  * `LiftingMethod`: a network regressing normalised 3D from 2D; ranking by NP-MPJPE between lifted poses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eval.protocol import Features
+from prpose.errors import PrposeError
+
+
+def _check_keypoints(keypoints2d, visible):
+    keypoints2d = np.asarray(keypoints2d, np.float32)
+    if keypoints2d.ndim != 3 or keypoints2d.shape[1:] != (13, 2):
+        raise PrposeError(f"keypoints2d: shape {keypoints2d.shape}, expected (M, 13, 2) input13")
+    visible = np.ones(keypoints2d.shape[:2], bool) if visible is None else np.asarray(visible, bool)
+    return keypoints2d, visible
+
+
+def squared_l2(query: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(Q, D), (N, D) -> (Q, N) squared Euclidean distances, in float64 (ranking-exact for small D)."""
+    q = np.asarray(query, np.float64)
+    x = np.asarray(index, np.float64)
+    d = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2.0 * q @ x.T
+    return np.maximum(d, 0.0)
+
+
+def normalized_2d_features(keypoints2d, visible) -> np.ndarray:
+    """(M, 13, 2) input13 keypoints -> (M, 26) normalised (REFERENCE.md), invisible keypoints zeroed."""
+    from eval.protocol import jitted
+
+    keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+    norm, _ = jitted("normalize_2d")(keypoints2d, visible)
+    return np.asarray(norm, np.float32).reshape(len(keypoints2d), 26)
+
+
+class Keypoints2DMethod:
+    """Nearest neighbour by L2 on normalised 2D keypoints."""
+
+    name = "2D keypoints"
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        return {"x": normalized_2d_features(keypoints2d, visible)}
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        return squared_l2(query["x"], index["x"])
+
+
+class OracleMethod:
+    """Ranks by the true NP-MPJPE (index pose aligned onto the query pose): the dataset's upper bound."""
+
+    name = "oracle (3D NP-MPJPE)"
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        return {"pose3d": np.asarray(poses3d, np.float32)}
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        from prpose.procrustes import pairwise_np_mpjpe
+
+        return np.asarray(pairwise_np_mpjpe(index["pose3d"], query["pose3d"])).T
+
+
+class RandomMethod:
+    """A uniformly random ranking (fresh random scores for every query): the lower bound."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self._rng = np.random.default_rng(seed)
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        return {"row": np.arange(len(poses3d))}
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        return self._rng.random((len(query["row"]), len(index["row"])))
+
+
+class EmbeddingMethod:
+    """A trained embedder: `embedder.embed(keypoints, profile="input13", scores=...) -> Embeddings(mean, stddev,
+    samples)` and `embedder.match_params` = (a, b, smoothing) (prpose.inference.PoseEmbedder).
+
+    ranking: "match" (distance -log P averaged over K x K samples, the paper's), or "l2" (L2 between means).
+    Invisible keypoints are passed as score 0 (visible ones 1), so the embedder's own missing-keypoint handling
+    applies.
+    """
+
+    def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int = 2048):
+        if ranking not in ("match", "l2"):
+            raise PrposeError(f"ranking: got {ranking!r}, expected 'match' or 'l2'")
+        self.embedder = embedder
+        self.ranking = ranking
+        self.index_chunk = index_chunk
+        self.name = name or ("Pr-VIPE (match probability)" if ranking == "match" else "Pr-VIPE (mean L2)")
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+        scores = None if visible.all() else visible.astype(np.float32)
+        emb = self.embedder.embed(keypoints2d, profile="input13", scores=scores)
+        out = {"mean": np.asarray(emb.mean, np.float32), "stddev": np.asarray(emb.stddev, np.float32)}
+        if self.ranking == "match":
+            out["samples"] = np.asarray(emb.samples, np.float32)
+        return out
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        if self.ranking == "l2":
+            return squared_l2(query["mean"], index["mean"])
+        from prpose.matching import pairwise_match_distance
+
+        a, b, s = self.embedder.match_params
+        n = len(index["samples"])
+        out = np.empty((len(query["samples"]), n), np.float64)
+        # Chunk the index so that the (Q, N, K, K) pair distances never exist at once.
+        for st in range(0, n, self.index_chunk):
+            out[:, st:st + self.index_chunk] = np.asarray(
+                pairwise_match_distance(query["samples"], index["samples"][st:st + self.index_chunk], a, b, s))
+        return out
+
+
+class FunctionMethod:
+    """Wraps `embed_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, D)` with L2 ranking (probes, tests, the
+    untrained network)."""
+
+    def __init__(self, name: str, embed_fn):
+        self.name = name
+        self.embed_fn = embed_fn
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+        return {"x": np.asarray(self.embed_fn(keypoints2d, visible), np.float32)}
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        return squared_l2(query["x"], index["x"])
+
+
+class LiftingMethod:
+    """3D lifting baseline: `lift_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, 17, 3)` normalised 3D, then
+    retrieval by NP-MPJPE between lifted poses (index pose aligned onto the query's)."""
+
+    def __init__(self, lift_fn, name: str = "3D lifting + NP-MPJPE"):
+        self.lift_fn = lift_fn
+        self.name = name
+
+    def features(self, keypoints2d, visible, poses3d) -> Features:
+        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+        lifted = np.asarray(self.lift_fn(keypoints2d, visible), np.float32)
+        if lifted.shape != (len(keypoints2d), 17, 3):
+            raise PrposeError(f"lift_fn returned shape {lifted.shape}, expected {(len(keypoints2d), 17, 3)}")
+        return {"pose3d": lifted}
+
+    def distances(self, query: Features, index: Features) -> np.ndarray:
+        return OracleMethod.distances(self, query, index)

@@ -1,0 +1,69 @@
+"""Occlusion settings: exact structured patterns, random rates, and the sweep's known answers."""
+
+import numpy as np
+import pytest
+
+from eval import baselines, occlusion, protocol
+from prpose import keypoints as kp
+from prpose.errors import PrposeError
+
+TORSO = [kp.INPUT13.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+
+
+@pytest.mark.parametrize("pattern", list(occlusion.PATTERNS))
+def test_patterns_hide_exactly_their_joints(pattern):
+    vis = occlusion.pattern_mask(pattern, (2, 3))
+    hidden = {kp.INPUT13.joints[j] for j in np.flatnonzero(~vis[1, 2])}
+    assert hidden == set(occlusion.PATTERNS[pattern])
+    assert (vis == vis[0, 0]).all()
+
+
+def test_unknown_pattern_and_bad_rate_are_named():
+    with pytest.raises(PrposeError, match="left tail"):
+        occlusion.pattern_mask("left tail", (1,))
+    with pytest.raises(PrposeError, match="rate"):
+        occlusion.random_mask(1.0, (1,), np.random.default_rng(0))
+
+
+def test_random_mask_rate_and_torso_guarantee():
+    rng = np.random.default_rng(0)
+    vis = occlusion.random_mask(0.3, (20000,), rng)
+    limbs = np.setdiff1d(np.arange(13), TORSO)
+    assert abs((~vis[:, limbs]).mean() - 0.3) < 0.01  # limbs: exactly the requested rate
+    assert (vis[:, TORSO].sum(1) >= 2).all()  # always normalisable
+    assert occlusion.random_mask(0.0, (10,), rng).all()
+    # Deterministic given the seed: every method sees the same occluded queries.
+    a = occlusion.random_mask(0.5, (50,), np.random.default_rng(7))
+    b = occlusion.random_mask(0.5, (50,), np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def views():
+    from prpose.camera import ring_rig
+    from prpose.synthetic import generate_motions
+
+    return protocol.views_from_cameras(np.concatenate(generate_motions(2, 20, seed=3)), ring_rig(3, 4.0, 1.5))
+
+
+def test_sweep_known_answers(views):
+    two_d = baselines.Keypoints2DMethod()
+    sweep = occlusion.occlusion_sweep(two_d, views, rates=(0.0, 0.4), patterns=("lower body",), ks=(1, 10))
+    clean = protocol.cross_view_hit_at_k(two_d, views, ks=(1, 10))
+    by = {r["setting"]: r for r in sweep["settings"]}
+    # Rate 0 is the clean protocol.
+    assert by["random 0%"]["mean"]["hit@1"] == pytest.approx(clean.mean[0])
+    assert by["random 0%"]["hidden_fraction"] == 0.0
+    assert by["lower body"]["hidden_fraction"] == pytest.approx(4 / 13)
+    assert all(r["unnormalisable_queries"] == 0 for r in sweep["settings"])
+    # The oracle ignores 2D: occlusion cannot hurt it.
+    oracle = occlusion.occlusion_sweep(baselines.OracleMethod(), views, rates=(0.4,), patterns=("left arm",),
+                                       ks=(1,))
+    assert all(r["mean"]["hit@1"] == 1.0 for r in oracle["settings"])
+
+
+def test_occluded_2d_features_zero_the_hidden_keypoints(views):
+    vis = occlusion.pattern_mask("left arm", (views.num_frames,))
+    x = baselines.normalized_2d_features(views.keypoints2d[:, 0], vis).reshape(-1, 13, 2)
+    assert (x[:, [kp.INPUT13.index("left_elbow"), kp.INPUT13.index("left_wrist")]] == 0).all()
+    assert (np.abs(x[:, kp.INPUT13.index("right_wrist")]).sum(-1) > 0).all()
