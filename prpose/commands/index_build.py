@@ -1,0 +1,104 @@
+"""`prpose index build`: embed every (frame, camera) view of a prepared dataset into a searchable PoseIndex."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+MODEL_REF = "model.json"  # beside the index: where the model that built it lives (query uses it)
+_CHUNK = 8192
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="training run directory")
+    parser.add_argument("--data", required=True, help="prepared dataset directory")
+    parser.add_argument("--out", required=True, help="index directory to write")
+    parser.add_argument("--split", nargs="*", default=None, help="splits to index (default: all)")
+    parser.add_argument("--cameras", nargs="*", default=None, help="camera names or numbers (default: all)")
+    parser.add_argument("--every", type=int, default=1, help="index every N-th frame")
+    parser.add_argument("--factory", default="auto",
+                        help='FAISS candidate stage: "auto", "Flat", "HNSW32", "IVF1024,Flat", ...')
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+
+
+def _camera_columns(names: list[str], wanted: list[str] | None) -> list[int]:
+    from prpose.errors import PrposeError
+
+    if not wanted:
+        return list(range(len(names)))
+    columns = []
+    for item in wanted:
+        if item in names:
+            columns.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            columns.append(int(item))
+        else:
+            raise PrposeError(f"--cameras: unknown camera {item!r}; the dataset has {names} (or 0..{len(names) - 1})")
+    return columns
+
+
+def main(args) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from prpose import keypoints as kp
+    from prpose.dataset import load_dataset
+    from prpose.errors import PrposeError
+    from prpose.index import PoseIndex
+    from prpose.inference import load_model
+    from prpose.normalize import normalize_2d
+
+    out = pathlib.Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise PrposeError(f"{out} exists; pass --overwrite to replace it")
+    if args.every < 1:
+        raise PrposeError(f"--every {args.every}: expected a positive integer")
+    dataset = load_dataset(args.data)
+    model = load_model(args.model)
+    rows = dataset.indices(split=args.split)[:: args.every]
+    if rows.size == 0:
+        raise PrposeError(f"{args.data}: no frames in split {args.split}")
+    columns = _camera_columns(list(dataset.camera_names), args.cameras)
+    index = PoseIndex(model.embedding_dim, model.num_samples, model.match_params, model.fingerprint,
+                      profile="input13", factory=args.factory)
+    labels = {name: dataset.labels(name) for name in ("source", "subject", "sequence")}
+    skipped = 0
+    with tqdm(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
+        for column in columns:
+            for start in range(0, rows.size, _CHUNK):
+                chunk = rows[start:start + _CHUNK]
+                points = np.asarray(dataset.keypoints2d[chunk, column])
+                visible = np.asarray(dataset.visibility[chunk, column])
+                # Views whose torso is hidden cannot be normalised: skip them, count them, say so.
+                _, valid = normalize_2d(kp.convert(points, "h36m17", "input13"),
+                                        kp.convert(visible, "h36m17", "input13", axis=-1))
+                valid = np.asarray(valid)
+                skipped += int((~valid).sum())
+                chunk, points, visible = chunk[valid], points[valid], visible[valid]
+                if chunk.size:
+                    # A distinct sample key per chunk: entries must not share their noise draws.
+                    key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
+                    emb = model.embed(points, profile="h36m17", scores=visible.astype(np.float32),
+                                      score_threshold=0.5, key=key)
+                    index.add(emb.mean, emb.samples, {
+                        **{name: values[chunk] for name, values in labels.items()},
+                        "frame": np.asarray(dataset.frame[chunk]),
+                        "camera": np.full(chunk.size, dataset.camera_names[column]),
+                        "row": chunk,
+                        "pose3d": np.asarray(dataset.poses3d[chunk]),
+                        "keypoints2d": points,
+                        "visible": visible,
+                    })
+                bar.update(valid.size)
+    if len(index) == 0:
+        raise PrposeError(f"{args.data}: no view could be embedded ({skipped} skipped: torso not visible)")
+    index.save(out)
+    (out / MODEL_REF).write_text(json.dumps(
+        {"run_dir": str(pathlib.Path(args.model).resolve()), "fingerprint": model.fingerprint,
+         "dataset": str(pathlib.Path(args.data).resolve())}, indent=1))
+    print(f"indexed {len(index)} views ({rows.size} frames x {len(columns)} cameras"
+          f"{f', {skipped} skipped: torso not visible' if skipped else ''}) -> {out}")
+    return 0

@@ -1,0 +1,102 @@
+"""`prpose query`: which indexed poses match these 2D poses in 3D? Ranked by the model's match probability."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, help="index directory (written by `prpose index build`)")
+    parser.add_argument("--input", required=True, help="query keypoints: .npz or COCO keypoint-results JSON")
+    parser.add_argument("--k", type=int, default=10, help="matches per query")
+    parser.add_argument("--profile", default=None, help="keypoint profile of the input (default: the file's own)")
+    parser.add_argument("--model", default=None, help="training run directory (default: the one that built the index)")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="draw each query beside its top matches")
+
+
+def _model_dir(index_dir: pathlib.Path, override: str | None) -> str:
+    from prpose.commands.index_build import MODEL_REF
+    from prpose.errors import PrposeError
+
+    if override:
+        return override
+    ref = index_dir / MODEL_REF
+    if not ref.is_file():
+        raise PrposeError(f"{index_dir}: no {MODEL_REF} naming the model that built the index; pass --model")
+    return json.loads(ref.read_text())["run_dir"]
+
+
+def _table(ids, result, k) -> str:
+    lines = []
+    for q, query_id in enumerate(ids):
+        lines.append(f"query {q} ({query_id})")
+        lines.append(f"  {'rank':>4}  {'P(match)':>8}  {'source':<10} {'sequence':<44} {'frame':>6}  camera")
+        for rank, hit in enumerate(result.rows(q)[:k], start=1):
+            lines.append(f"  {rank:>4}  {hit['probability']:8.4f}  {str(hit.get('source', '')):<10} "
+                         f"{str(hit.get('sequence', ''))[-44:]:<44} {hit.get('frame', ''):>6}  {hit.get('camera', '')}")
+    return "\n".join(lines)
+
+
+def _plot(path, poses, result, k) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prpose.plotting import draw_skeleton
+
+    shown = min(k, 5)
+    n = len(poses.keypoints)
+    fig, axes = plt.subplots(n, shown + 1, figsize=(2.4 * (shown + 1), 2.6 * n), squeeze=False)
+    for q in range(n):
+        ax = axes[q, 0]
+        draw_skeleton(ax, poses.keypoints[q], poses.profile, visible=poses.scores[q] > 0)
+        ax.set_title(f"query {q}", fontsize=9, color="darkgreen")
+        for j, hit in enumerate(result.rows(q)[:shown]):
+            ax = axes[q, j + 1]
+            if "keypoints2d" in hit:
+                draw_skeleton(ax, np.asarray(hit["keypoints2d"]), "h36m17", visible=np.asarray(hit.get("visible")))
+            ax.set_title(f"#{j + 1} P={hit['probability']:.2f}\n{str(hit.get('sequence', ''))[-22:]} "
+                         f"f{hit.get('frame', '')} {hit.get('camera', '')}", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle("query (left) and its best matches in 3D (blue = left limbs, red = right)", fontsize=10)
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    from prpose.errors import PrposeError
+    from prpose.index import PoseIndex
+    from prpose.inference import load_model
+    from prpose.keypoint_io import read_keypoints
+
+    if args.k < 1:
+        raise PrposeError(f"--k {args.k}: expected a positive integer")
+    index_dir = pathlib.Path(args.index)
+    poses = read_keypoints(args.input, args.profile)
+    model = load_model(_model_dir(index_dir, args.model))
+    index = PoseIndex.load(index_dir, expected_fingerprint=model.fingerprint)
+    emb = model.embed(poses.keypoints, profile=poses.profile, scores=poses.scores,
+                      score_threshold=args.score_threshold)
+    result = index.search(emb.mean, emb.samples, args.k)
+    if args.json:
+        out = [{"query": q, "id": poses.ids[q],
+                "matches": [{name: value for name, value in hit.items()
+                             if name not in ("pose3d", "keypoints2d", "visible")} for hit in result.rows(q)]}
+               for q in range(len(poses.ids))]
+        print(json.dumps(out, indent=1, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    else:
+        print(_table(poses.ids, result, args.k))
+    if args.plot:
+        _plot(args.plot, poses, result, args.k)
+        print(f"wrote {args.plot}")
+    return 0
