@@ -106,8 +106,13 @@ def match_distance(samples1, samples2, a, b, smoothing):
     if s1[0] != s2[0] or s1[2] != s2[2]:
         raise PrposeError(f"{where}: samples1 {s1} and samples2 {s2} must share B and D")
     _check_smoothing(smoothing, where)
-    samples1 = jnp.asarray(samples1)
-    samples2 = jnp.asarray(samples2)
+    return _match_distance_core(jnp.asarray(samples1), jnp.asarray(samples2), a, b, smoothing)
+
+
+# The cores are jitted so that eager callers (tests, notebooks) run one compiled kernel instead of
+# dispatching every op; inside a caller's jit this is a no-op.
+@jax.jit
+def _match_distance_core(samples1, samples2, a, b, smoothing):
     dist = safe_l2_distance(samples1[:, :, None, :], samples2[:, None, :, :])  # (B, K1, K2)
     return _distance_from_pair_distances(dist, a, b, smoothing, axes=(-2, -1))
 
@@ -139,8 +144,11 @@ def pairwise_match_distance(queries, entries, a, b, smoothing):
     if q[2] != x[2]:
         raise PrposeError(f"{where}: queries {q} and entries {x} must have the same embedding size D")
     _check_smoothing(smoothing, where)
-    queries = jnp.asarray(queries)
-    entries = jnp.asarray(entries)
+    return _pairwise_core(jnp.asarray(queries), jnp.asarray(entries), a, b, smoothing)
+
+
+@jax.jit
+def _pairwise_core(queries, entries, a, b, smoothing):
     q_sq = jnp.sum(queries * queries, axis=-1)  # (Q, K1)
     x_sq = jnp.sum(entries * entries, axis=-1)  # (N, K2)
     cross = jnp.einsum("qkd,nld->qnkl", queries, entries)  # (Q, N, K1, K2)

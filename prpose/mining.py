@@ -14,6 +14,8 @@ Strategies:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,8 +34,6 @@ def pose_distance_matrix(poses3d, joint_mask=None):
         2D input); a pair is compared on the joints usable in both. A pair with no common joint gets 0, i.e.
         it counts as matching and is never mined as a negative (the safe side).
     """
-    from prpose.procrustes import np_mpjpe, pairwise_np_mpjpe  # late: keeps this module importable alone
-
     poses3d = jnp.asarray(poses3d, jnp.float32)
     if poses3d.ndim not in (3, 4) or poses3d.shape[-1] != 3:
         raise PrposeError(
@@ -45,6 +45,14 @@ def pose_distance_matrix(poses3d, joint_mask=None):
             raise PrposeError(
                 f"pose_distance_matrix: joint_mask has shape {joint_mask.shape}, expected {poses3d.shape[:-1]}"
             )
+    return _pose_distance_core(poses3d, joint_mask)
+
+
+@jax.jit
+def _pose_distance_core(poses3d, joint_mask):
+    # Jitted as a whole: eager callers would otherwise dispatch (and compile) the Procrustes ops one by one.
+    from prpose.procrustes import np_mpjpe, pairwise_np_mpjpe
+
     if poses3d.ndim == 3:
         if joint_mask is None:
             return pairwise_np_mpjpe(poses3d, poses3d)
@@ -116,8 +124,13 @@ def mine_negatives(
             raise PrposeError(
                 f"{where}: pose_distances has shape {pose_distances.shape}, expected (B, B) = ({batch}, {batch})"
             )
-    pose_distances = jax.lax.stop_gradient(pose_distances)
+    return _mine_core(anchor_mean, positive_mean, pose_distances, kappa, key, strategy)
 
+
+@functools.partial(jax.jit, static_argnames="strategy")
+def _mine_core(anchor_mean, positive_mean, pose_distances, kappa, key, strategy):
+    batch = anchor_mean.shape[0]
+    pose_distances = jax.lax.stop_gradient(pose_distances)
     not_self = ~jnp.eye(batch, dtype=bool)  # i's own positive is never its negative, whatever kappa is
     candidate = (pose_distances >= kappa) & not_self  # (B, B)
     emb = embedding_distance_matrix(anchor_mean, positive_mean)  # (B, B)

@@ -95,8 +95,8 @@ def test_pr_vipe_loss_combines_the_terms_consistently():
     for v in m.values():
         assert np.isfinite(float(v))
     # Gradients reach the embeddings and the match parameters, and are finite.
-    grads = jax.grad(lambda *x: pr_vipe_loss(*x, key, config, 5, pose_distances=pose)[0],
-                     argnums=tuple(range(6)))(am, asd, pm, psd, a, b)
+    grads = jax.jit(jax.grad(lambda *x: pr_vipe_loss(*x, key, config, 5, pose_distances=pose)[0],
+                             argnums=tuple(range(6))))(am, asd, pm, psd, a, b)
     for g in grads:
         assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
 

@@ -87,7 +87,7 @@ def test_far_apart_samples_are_finite_with_finite_gradients():
             np.testing.assert_allclose(d, -np.log(s / 2), rtol=1e-5)
         else:  # no floor: d ~ a * dist - b
             np.testing.assert_allclose(d, A * 2e4 - B, rtol=1e-5)
-        grads = jax.grad(lambda x, y, a, b: match_distance(x, y, a, b, s).sum(), argnums=(0, 1, 2, 3))(
+        grads = jax.jit(jax.grad(lambda x, y, a, b: match_distance(x, y, a, b, s).sum(), argnums=(0, 1, 2, 3)))(
             s1, s2, jnp.float32(A), jnp.float32(B))
         for g in grads:
             assert np.all(np.isfinite(g))
@@ -96,9 +96,9 @@ def test_far_apart_samples_are_finite_with_finite_gradients():
 
 def test_gradient_is_finite_at_identical_samples():
     z = jnp.ones((2, 3, 4))
-    g = jax.grad(lambda x: match_distance(x, z, A, B, S).sum())(z)
+    g = jax.jit(jax.grad(lambda x: match_distance(x, z, A, B, S).sum()))(z)
     assert np.all(np.isfinite(g))
-    g = jax.grad(lambda x: pairwise_match_distance(x, z, A, B, S).sum())(z)
+    g = jax.jit(jax.grad(lambda x: pairwise_match_distance(x, z, A, B, S).sum()))(z)
     assert np.all(np.isfinite(g))
 
 

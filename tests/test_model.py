@@ -95,7 +95,7 @@ def test_match_params_init_and_gradients_flow_to_raw_a_and_b():
         a, b = m.match_params()
         return match_distance(z, jnp.roll(z, 1, axis=0), a, b, 0.1).mean()
 
-    grads = nnx.grad(loss)(model)
+    grads = nnx.jit(nnx.grad(loss))(model)
     assert float(jnp.abs(grads.raw_a[...])) > 0
     assert float(jnp.abs(grads.b[...])) > 0
     assert float(jnp.abs(grads.encoder.input_layer.kernel[...]).sum()) > 0
