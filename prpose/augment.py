@@ -1,0 +1,457 @@
+"""Training-time augmentation: random camera views of the 3D pose and keypoint occlusion.
+
+Everything here is pure JAX, jittable and vmappable, with the random key as an argument; the configuration
+(:class:`AugmentConfig`, frozen and hashable) is a static argument under ``jax.jit``.
+
+Camera augmentation (REFERENCE.md, "Training data and mining"; Sun et al. ECCV 2020, Sec. 3.4): the
+normalised 3D pose is rotated by a random azimuth ~ U(-180°, 180°), elevation ~ U(-30°, 30°) and roll ~
+U(-30°, 30°), placed at depth 2.0 in front of a pinhole camera, perspective-divided, and normalised in 2D
+again. Each view of each example is independently the dataset's 2D keypoints or such a projection
+(probability 0.5). The rotation is a proper one from :func:`prpose.camera.view_rotation` (det +1), so the
+projection never mirrors the pose: the authors' first release did (issue #636: left became right), and
+``tests/test_augment.py::test_projection_keeps_left_on_the_left`` pins that down.
+
+Near-plane guard: the 3D normalisation makes pelvis->spine->thorax length 1, so an arm stretched toward the
+camera can reach ~2.3 units from the pelvis, i.e. in front of (or behind) a camera 2.0 away, where the
+perspective divide explodes. Rather than dropping such views, the camera backs away along its own optical
+axis until every joint is at least ``min_joint_depth`` in front of it: still a genuine perspective view of
+the same pose, from slightly farther. For ordinary poses (every joint within 2 - 0.1 units of the pelvis
+along the optical axis) nothing changes.
+
+Keypoint occlusion (Liu et al. IJCV 2022): random dropout (an example is chosen with ``dropout_p_apply``,
+then each keypoint is hidden with ``dropout_p_drop``) and structured occlusion of our own design (the
+authors never released theirs): with ``structured_probability`` an example gets one pattern, uniformly
+among ``structured_patterns``:
+
+  * ``"arm"``: one arm chain, shoulder-elbow-wrist or elbow-wrist, either side;
+  * ``"leg"``: one leg chain, hip-knee-ankle or knee-ankle, either side;
+  * ``"side"``: a whole side (shoulder, elbow, wrist, hip, knee, ankle);
+  * ``"lower_body"``: both hips, knees and ankles;
+  * ``"box"``: an axis-aligned rectangle in the image hiding every keypoint inside it (centre uniform in
+    the pose's 2D bounding box, each side ``box_size_range`` times the bounding box's extent on that axis).
+
+Hidden keypoints are zeroed and the pose is re-normalised from its visible keypoints only
+(``prpose.normalize.normalize_2d(keypoints, visible)``). Decision on over-occlusion: patterns are drawn
+freely (the box or the lower body may hide hips or shoulders); when the masked normalisation is then
+impossible (``normalize_2d`` reports the row invalid), :func:`occlude_keypoints` *reverts that example to
+its un-occluded keypoints* (all visible) and reports it in ``reverted``. The batch keeps its size (mining
+needs a fixed B), nothing is silently dropped, and the training step can count ``reverted`` in its logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prpose import keypoints as kp
+from prpose.camera import project_normalized_pose, view_rotation
+from prpose.errors import PrposeError
+from prpose.normalize import normalize_2d
+
+STRUCTURED_PATTERN_NAMES = ("arm", "leg", "side", "lower_body", "box")
+
+
+def _chain(side: str, *parts: str) -> tuple[str, ...]:
+    return tuple(f"{side}_{p}" for p in parts)
+
+
+# Every variant of every structured pattern, as the input13 joints it hides. A pattern's variants are
+# equally likely. "box" has no fixed joints: it is computed from the keypoints' positions.
+STRUCTURED_VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "arm": tuple(
+        _chain(side, *parts)
+        for side in ("left", "right")
+        for parts in (("shoulder", "elbow", "wrist"), ("elbow", "wrist"))
+    ),
+    "leg": tuple(
+        _chain(side, *parts) for side in ("left", "right") for parts in (("hip", "knee", "ankle"), ("knee", "ankle"))
+    ),
+    "side": tuple(_chain(side, "shoulder", "elbow", "wrist", "hip", "knee", "ankle") for side in ("left", "right")),
+    "lower_body": (("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),),
+    "box": ((),),
+}
+
+
+def _check_range(name: str, value, lo_limit: float | None = None, hi_limit: float | None = None) -> tuple:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise PrposeError(f"AugmentConfig.{name}: expected a (low, high) pair of numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise PrposeError(f"AugmentConfig.{name}: expected finite low <= high, got ({lo}, {hi})")
+    if (lo_limit is not None and lo < lo_limit) or (hi_limit is not None and hi > hi_limit):
+        raise PrposeError(f"AugmentConfig.{name}: ({lo}, {hi}) must lie within [{lo_limit}, {hi_limit}]")
+    return (lo, hi)
+
+
+def _check_probability(name: str, value) -> float:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise PrposeError(f"AugmentConfig.{name}: expected a probability in [0, 1], got {value!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise PrposeError(f"AugmentConfig.{name}: expected a probability in [0, 1], got {p}")
+    return p
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Camera augmentation and keypoint occlusion settings (angles in degrees).
+
+    Defaults follow the papers: the ECCV camera augmentation, occlusion off (the IJCV dropout rates were not
+    published with the code; turn them on with ``dropout_p_apply`` / ``structured_probability``).
+    Lists (from JSON) are accepted for the range fields and converted to tuples, so the config stays
+    hashable and can be a static argument of ``jax.jit``.
+    """
+
+    azimuth_range: tuple[float, float] = (-180.0, 180.0)
+    elevation_range: tuple[float, float] = (-30.0, 30.0)
+    roll_range: tuple[float, float] = (-30.0, 30.0)
+    depth: float = 2.0  # camera distance to the pelvis, in normalised 3D units (torso length 1)
+    min_joint_depth: float = 0.1  # near-plane guard: the camera backs away until every joint is this far
+    projection_probability: float = 0.5  # per view: projection of the 3D pose instead of the real 2D
+    dropout_p_apply: float = 0.0  # random dropout: probability that an example is chosen
+    dropout_p_drop: float = 0.3  # ... then probability that each of its keypoints is hidden
+    structured_probability: float = 0.0  # probability that an example gets one structured pattern
+    structured_patterns: tuple[str, ...] = STRUCTURED_PATTERN_NAMES
+    box_size_range: tuple[float, float] = (0.2, 0.5)  # box side / pose bounding-box extent, per axis
+    emit_visibility: bool = False  # whether the training step feeds the visibility mask to the model
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("azimuth_range", _check_range("azimuth_range", self.azimuth_range, -360.0, 360.0))
+        set_("elevation_range", _check_range("elevation_range", self.elevation_range, -90.0, 90.0))
+        set_("roll_range", _check_range("roll_range", self.roll_range, -180.0, 180.0))
+        set_("box_size_range", _check_range("box_size_range", self.box_size_range, 0.0, None))
+        if self.box_size_range[1] <= 0.0:
+            raise PrposeError(f"AugmentConfig.box_size_range: expected a positive size, got {self.box_size_range}")
+        for name in ("projection_probability", "dropout_p_apply", "dropout_p_drop", "structured_probability"):
+            set_(name, _check_probability(name, getattr(self, name)))
+        if not (isinstance(self.depth, (int, float)) and math.isfinite(self.depth) and self.depth > 0):
+            raise PrposeError(f"AugmentConfig.depth: expected a positive camera distance, got {self.depth!r}")
+        if not (isinstance(self.min_joint_depth, (int, float)) and 0 < self.min_joint_depth <= self.depth):
+            raise PrposeError(
+                f"AugmentConfig.min_joint_depth: expected a value in (0, depth={self.depth}], "
+                f"got {self.min_joint_depth!r}"
+            )
+        patterns = self.structured_patterns
+        if isinstance(patterns, str):
+            patterns = (patterns,)
+        patterns = tuple(patterns)
+        unknown = [p for p in patterns if p not in STRUCTURED_VARIANTS]
+        if unknown or not patterns or len(set(patterns)) != len(patterns):
+            raise PrposeError(
+                f"AugmentConfig.structured_patterns: got {patterns!r}; expected a non-empty list without "
+                f"repeats of {', '.join(STRUCTURED_PATTERN_NAMES)}"
+            )
+        set_("structured_patterns", patterns)
+        set_("depth", float(self.depth))
+        set_("min_joint_depth", float(self.min_joint_depth))
+        set_("emit_visibility", bool(self.emit_visibility))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise PrposeError(f"AugmentConfig: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input checks (static shapes: they run at trace time, so jit users get the same clear errors).
+
+
+def _check_shape(name: str, array, trailing: tuple[int, ...], batch: int | None = None):
+    shape = tuple(np.shape(array))
+    if len(shape) != len(trailing) + 1 or shape[1:] != trailing:
+        expected = "(B, " + ", ".join(str(t) for t in trailing) + ")"
+        raise PrposeError(f"augment: {name} has shape {shape}, expected {expected}")
+    if batch is not None and shape[0] != batch:
+        raise PrposeError(f"augment: {name} has batch size {shape[0]}, expected {batch} (as the other inputs)")
+
+
+def _check_config(config) -> AugmentConfig:
+    if not isinstance(config, AugmentConfig):
+        raise PrposeError(f"augment: config must be an AugmentConfig, got {type(config).__name__}")
+    return config
+
+
+_H36M17_TO_INPUT13 = kp.conversion_indices("h36m17", "input13")
+_INPUT13 = kp.get_profile("input13")
+_H36M17 = kp.get_profile("h36m17")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Camera augmentation.
+
+
+def _angles_from_uniform(u, config: AugmentConfig):
+    """Map uniforms in [0, 1) (B, 3) to (azimuth, elevation, roll) radians within the configured ranges."""
+    ranges = (config.azimuth_range, config.elevation_range, config.roll_range)
+    return tuple(np.deg2rad(lo) + u[:, i] * np.deg2rad(hi - lo) for i, (lo, hi) in enumerate(ranges))
+
+
+def sample_view_angles(key, batch: int, config: AugmentConfig):
+    """Random camera angles, each uniform in its configured range.
+
+    Returns:
+      (azimuth (B,), elevation (B,), roll (B,)) in RADIANS, float32.
+    """
+    config = _check_config(config)
+    # One draw for all random numbers of a call: each jax.random call adds a threefry block to the
+    # compiled program, and compile time (not run time) dominates for these small functions.
+    return _angles_from_uniform(jax.random.uniform(key, (batch, 3), jnp.float32), config)
+
+
+def random_view_rotations(key, batch: int, config: AugmentConfig):
+    """World->camera rotations of random virtual cameras looking at the origin, (B, 3, 3).
+
+    Uses :func:`prpose.camera.view_rotation` on :func:`sample_view_angles` (same key, same angles).
+    """
+    return view_rotation(*sample_view_angles(key, batch, config))
+
+
+def project_views(poses3d, rotations, config: AugmentConfig):
+    """Project normalised 3D poses through given virtual cameras and normalise in 2D.
+
+    Args:
+      poses3d: (B, 17, 3) h36m17 poses, normalised (pelvis at the origin, torso length 1).
+      rotations: (B, 3, 3) world->camera rotations (proper: det +1).
+      config: uses ``depth`` and ``min_joint_depth``.
+    Returns:
+      keypoints: (B, 13, 2) input13, normalised with ``normalize_2d``.
+      valid: (B,) bool, False where the 2D normalisation failed (rows are zeros there).
+    """
+    config = _check_config(config)
+    _check_shape("poses3d", poses3d, (17, 3))
+    _check_shape("rotations", rotations, (3, 3), batch=np.shape(poses3d)[0])
+    poses = jnp.asarray(poses3d, jnp.float32)[:, _H36M17_TO_INPUT13, :]  # by joint name: (B, 13, 3)
+    rotations = jnp.asarray(rotations, jnp.float32)
+    # Row 2 of a world->camera rotation is the optical axis in world coordinates: a joint's depth in front
+    # of the camera is its projection on that axis plus the camera distance.
+    axis = rotations[:, 2, :]  # (B, 3)
+    nearest = jnp.min(jnp.einsum("bjd,bd->bj", poses, axis), axis=-1) + config.depth  # (B,)
+    backoff = jnp.maximum(config.min_joint_depth - nearest, 0.0)
+    # Moving the pose along the optical axis is the same as moving the camera back: a genuine view.
+    poses = poses + backoff[:, None, None] * axis[:, None, :]
+    image = project_normalized_pose(poses, rotations, config.depth)
+    return normalize_2d(image)
+
+
+def project_random_views(poses3d_h36m17, key, config: AugmentConfig):
+    """Camera augmentation of every example: a random view of each 3D pose, normalised in 2D.
+
+    Args:
+      poses3d_h36m17: (B, 17, 3) normalised h36m17 poses.
+      key: a jax PRNG key.
+      config: angle ranges, depth, near-plane guard.
+    Returns:
+      (B, 13, 2) input13 keypoints, normalised. A row whose projection cannot be normalised (degenerate
+      3D pose) is zeros; use :func:`camera_augment` to fall back to the real keypoints there.
+    """
+    _check_shape("poses3d_h36m17", poses3d_h36m17, (17, 3))
+    rotations = random_view_rotations(key, np.shape(poses3d_h36m17)[0], config)
+    keypoints, _ = project_views(poses3d_h36m17, rotations, config)
+    return keypoints
+
+
+def camera_augment(real_2d, poses3d, key, config: AugmentConfig):
+    """Per example, the real 2D keypoints or (with ``projection_probability``) a random view of the 3D pose.
+
+    Call it once per view (anchor, positive) with different keys: each gets its own choice and camera.
+    Where the projection cannot be normalised the real keypoints are kept.
+
+    Args:
+      real_2d: (B, 13, 2) the dataset's input13 keypoints, normalised.
+      poses3d: (B, 17, 3) normalised h36m17 poses of the same examples.
+      key: a jax PRNG key.
+    Returns:
+      (B, 13, 2) normalised input13 keypoints.
+    """
+    config = _check_config(config)
+    _check_shape("real_2d", real_2d, (13, 2))
+    _check_shape("poses3d", poses3d, (17, 3), batch=np.shape(real_2d)[0])
+    batch = np.shape(real_2d)[0]
+    real_2d = jnp.asarray(real_2d, jnp.float32)
+    u = jax.random.uniform(key, (batch, 4), jnp.float32)  # 3 angles, then the real/projected choice
+    rotations = view_rotation(*_angles_from_uniform(u[:, :3], config))
+    projected, valid = project_views(poses3d, rotations, config)
+    use = (u[:, 3] < config.projection_probability) & valid
+    return jnp.where(use[:, None, None], projected, real_2d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Keypoint occlusion.
+
+
+def random_keypoint_dropout(key, batch: int, num_joints: int = 13, p_apply: float = 0.0, p_drop: float = 0.3):
+    """IJCV keypoint dropout: choose each example with ``p_apply``, then hide each keypoint with ``p_drop``.
+
+    Returns:
+      visible: (B, J) bool. The expected hidden fraction is ``p_apply * p_drop``.
+    """
+    for name, p in (("p_apply", p_apply), ("p_drop", p_drop)):
+        if isinstance(p, (int, float)) and not 0.0 <= p <= 1.0:
+            raise PrposeError(f"random_keypoint_dropout: {name} must be a probability in [0, 1], got {p}")
+    return _random_dropout_from_uniform(jax.random.uniform(key, (batch, 1 + num_joints)), p_apply, p_drop)
+
+
+def _random_dropout_from_uniform(u, p_apply, p_drop):
+    """u: (B, 1 + J) uniforms -> visible (B, J)."""
+    return ~((u[:, :1] < p_apply) & (u[:, 1:] < p_drop))
+
+
+def box_occlusion(keypoints, lower, upper):
+    """Keypoints strictly hidden by an axis-aligned box: (B, 13) bool, True inside ``[lower, upper]``.
+
+    Args:
+      keypoints: (B, J, 2); lower, upper: (B, 2) box corners in the same frame.
+    """
+    keypoints = jnp.asarray(keypoints)
+    inside = (keypoints >= lower[:, None, :]) & (keypoints <= upper[:, None, :])
+    return jnp.all(inside, axis=-1)
+
+
+def _variant_table(patterns: tuple[str, ...]):
+    """(V, 13) bool table of hidden joints for every variant, plus each pattern's first row and row count."""
+    rows, starts, counts = [], [], []
+    for name in patterns:
+        starts.append(len(rows))
+        counts.append(len(STRUCTURED_VARIANTS[name]))
+        for joints in STRUCTURED_VARIANTS[name]:
+            row = np.zeros(_INPUT13.num_joints, bool)
+            row[[_INPUT13.index(j) for j in joints]] = True
+            rows.append(row)
+    return np.stack(rows), np.array(starts, np.int32), np.array(counts, np.int32)
+
+
+def structured_keypoint_dropout(key, keypoints, config: AugmentConfig, visible=None):
+    """Structured occlusion: with ``structured_probability`` an example gets one pattern (module docstring).
+
+    Args:
+      key: a jax PRNG key.
+      keypoints: (B, 13, 2) input13 keypoints (any 2D frame; only the box pattern looks at positions).
+      config: ``structured_probability``, ``structured_patterns``, ``box_size_range``.
+      visible: optional (B, 13) bool; the box is placed within the bounding box of these keypoints.
+    Returns:
+      visible: (B, 13) bool, False for the keypoints the pattern hides (and where ``visible`` was False).
+    """
+    config = _check_config(config)
+    _check_shape("keypoints", keypoints, (13, 2))
+    batch = np.shape(keypoints)[0]
+    if visible is not None:
+        _check_shape("visible", visible, (13,), batch=batch)
+    u = jax.random.uniform(key, (batch, _STRUCTURED_UNIFORMS))
+    return _structured_from_uniform(u, jnp.asarray(keypoints, jnp.float32), config, visible)
+
+
+_STRUCTURED_UNIFORMS = 7  # apply, pattern, variant, box centre (2), box size (2)
+
+
+def _structured_from_uniform(u, keypoints, config: AugmentConfig, visible):
+    batch = keypoints.shape[0]
+    prior = jnp.ones((batch, 13), bool) if visible is None else jnp.asarray(visible, bool)
+    table, starts, counts = _variant_table(config.structured_patterns)
+    num_patterns = len(config.structured_patterns)
+    apply = u[:, 0] < config.structured_probability
+    pattern = jnp.minimum((u[:, 1] * num_patterns).astype(jnp.int32), num_patterns - 1)
+    count = jnp.asarray(counts)[pattern]
+    variant = jnp.minimum((u[:, 2] * count).astype(jnp.int32), count - 1)
+    hidden = jnp.asarray(table)[jnp.asarray(starts)[pattern] + variant]  # (B, 13)
+
+    if "box" in config.structured_patterns:
+        # Box within the bounding box of the (previously) visible keypoints; an example with none visible
+        # gets an empty box (nothing more to hide).
+        big = jnp.float32(1e9)
+        lo = jnp.min(jnp.where(prior[..., None], keypoints, big), axis=1)  # (B, 2)
+        hi = jnp.max(jnp.where(prior[..., None], keypoints, -big), axis=1)
+        any_visible = jnp.any(prior, axis=1)
+        lo, hi = jnp.where(any_visible[:, None], lo, 0.0), jnp.where(any_visible[:, None], hi, 0.0)
+        extent = hi - lo
+        centre = lo + u[:, 3:5] * extent
+        size_lo, size_hi = config.box_size_range
+        half = 0.5 * extent * (size_lo + u[:, 5:7] * (size_hi - size_lo))
+        in_box = box_occlusion(keypoints, centre - half, centre + half) & any_visible[:, None]
+        is_box = pattern == config.structured_patterns.index("box")
+        hidden = jnp.where(is_box[:, None], in_box, hidden)
+
+    return prior & ~(apply[:, None] & hidden)
+
+
+def apply_visibility(keypoints, visible):
+    """Re-normalise from the visible keypoints only and zero the hidden ones.
+
+    Args:
+      keypoints: (B, 13, 2) input13 keypoints (normalised or not: normalisation is redone).
+      visible: (B, 13) bool.
+    Returns:
+      keypoints: (B, 13, 2) normalised from visible keypoints; hidden ones (and invalid rows) are 0.
+      valid: (B,) bool, False where the visible keypoints cannot be normalised (see ``normalize_2d``).
+    """
+    _check_shape("keypoints", keypoints, (13, 2))
+    _check_shape("visible", visible, (13,), batch=np.shape(keypoints)[0])
+    visible = jnp.asarray(visible, bool)
+    normalized, valid = normalize_2d(jnp.asarray(keypoints, jnp.float32), visible)
+    # normalize_2d documents the zeroing; doing it here too keeps the model input exact whatever it does.
+    normalized = jnp.where(visible[..., None] & valid[:, None, None], normalized, 0.0)
+    return normalized, valid
+
+
+def input13_visibility_to_h36m17(visible):
+    """Map input13 visibility (B, 13) to h36m17 joints (B, 17) for visible-joints-only NP-MPJPE in mining.
+
+    Shared joints map by name; pelvis is visible when both hips are, thorax when both shoulders are, spine
+    when pelvis and thorax are (it lies between them), head when the nose is.
+    """
+    visible = jnp.asarray(visible, bool)
+    out = {}
+    for name in _INPUT13.joints:
+        out[name] = visible[..., _INPUT13.index(name)]
+    out["pelvis"] = out["left_hip"] & out["right_hip"]
+    out["thorax"] = out["left_shoulder"] & out["right_shoulder"]
+    out["spine"] = out["pelvis"] & out["thorax"]
+    out["head"] = out["nose"]
+    return jnp.stack([out[name] for name in _H36M17.joints], axis=-1)
+
+
+class Occlusion(NamedTuple):
+    """Result of :func:`occlude_keypoints` (a pytree: fine as a jit output)."""
+
+    keypoints: jax.Array  # (B, 13, 2) normalised from visible keypoints, hidden ones zero
+    visible: jax.Array  # (B, 13) bool
+    visible3d: jax.Array  # (B, 17) bool, h36m17 joints (input13_visibility_to_h36m17)
+    reverted: jax.Array  # (B,) bool, examples whose occlusion made normalisation impossible: left whole
+
+
+def occlude_keypoints(keypoints, key, config: AugmentConfig) -> Occlusion:
+    """Random + structured occlusion of a batch, re-normalised; over-occluded examples are left whole.
+
+    Args:
+      keypoints: (B, 13, 2) normalised input13 keypoints, all visible (e.g. from :func:`camera_augment`).
+      key: a jax PRNG key.
+      config: dropout and structured-occlusion settings.
+    Returns:
+      :class:`Occlusion`. Rows in ``reverted`` carry the input keypoints unchanged and all-visible masks.
+    """
+    config = _check_config(config)
+    _check_shape("keypoints", keypoints, (13, 2))
+    batch = np.shape(keypoints)[0]
+    keypoints = jnp.asarray(keypoints, jnp.float32)
+    u = jax.random.uniform(key, (batch, 14 + _STRUCTURED_UNIFORMS))  # one draw (see sample_view_angles)
+    visible = _random_dropout_from_uniform(u[:, :14], config.dropout_p_apply, config.dropout_p_drop)
+    visible = _structured_from_uniform(u[:, 14:], keypoints, config, visible)
+    occluded, valid = apply_visibility(keypoints, visible)
+    visible = jnp.where(valid[:, None], visible, True)
+    occluded = jnp.where(valid[:, None, None], occluded, keypoints)
+    return Occlusion(occluded, visible, input13_visibility_to_h36m17(visible), ~valid)
