@@ -164,7 +164,8 @@ def offset_alignment(method, views, features, cam_a: int, cam_b: int, clip: int 
         res = dtw(frame_distances(method, fa, fb, window), subsequence=True)
         errors[name] = alignment_error(res.path, np.arange(offset, offset + clip, dtype=np.float64))
     if not errors:
-        raise PrposeError(f"no take has {offset + clip} frames valid in both cameras (skipped {skipped})")
+        return {"method": method.name, "takes": 0, "skipped_takes": skipped, "mean_error_frames": None,
+                "note": f"no take has {offset + clip} frames usable in both cameras"}
     vals = np.array(list(errors.values()))
     return {"method": method.name, "cameras": [views.camera_names[cam_a], views.camera_names[cam_b]],
             "clip": clip, "offset": offset, "window": window, "takes": len(errors), "skipped_takes": skipped,
@@ -204,7 +205,8 @@ def cross_take_alignment(method, views, features, cam_a: int, cam_b: int, window
             est = dtw(frame_distances(method, fa, fb, window))
             errors[f"{a} | {b}"] = alignment_error(est.path, path_to_mapping(ref.path, len(pa)))
     if not errors:
-        return {"method": method.name, "pairs": 0, "note": "no two takes of the same content in these views"}
+        return {"method": method.name, "pairs": 0, "mean_error_frames": None,
+                "note": "no two takes of the same content in these views"}
     vals = np.array(list(errors.values()))
     return {"method": method.name, "cameras": [views.camera_names[cam_a], views.camera_names[cam_b]],
             "window": window, "step": step, "pairs": len(errors), "mean_error_frames": float(vals.mean()),

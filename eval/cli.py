@@ -1,0 +1,269 @@
+"""`prpose eval`: the cross-view retrieval protocol with baselines, and the optional analyses.
+
+    prpose eval --data DIR [--model RUN] [--l2vipe RUN] [--lifter RUN | --train-lifter RUN] [--dropout-model RUN]
+                [--split test] [--every 10] [--max-frames N] [--cameras A B ...] [--ks 1 5 10 20] [--kappa 0.1]
+                [--unseen-views] [--occlusion] [--uncertainty] [--alignment] [--probes]
+                [--json OUT.json] [--report DIR]
+
+Without --model only the model-free rows run (oracle, random, 2D keypoints). Every row is computed by the same
+protocol code on the same queries (eval.protocol). `--json` records every number and the settings that produced
+it (dataset, split, cameras, frame subsampling, kappa, model fingerprints); `--report` writes markdown + PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+BASELINES = ("oracle", "random", "2d", "expected-random")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="prepared dataset directory (prpose prep ...)")
+    parser.add_argument("--model", help="Pr-VIPE training run directory (rows: match probability, mean L2)")
+    parser.add_argument("--l2vipe", help="L2-VIPE run directory (trained with --set loss.embedding=l2)")
+    parser.add_argument("--lifter", help="3D-lifting baseline run directory (eval.lifting)")
+    parser.add_argument("--train-lifter", metavar="RUN",
+                        help="train the lifting baseline into RUN first (same data; --config/--set budget)")
+    parser.add_argument("--config", default="cpu", help="preset for --train-lifter (tiny, cpu, paper)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for --train-lifter, e.g. train.steps=3000 (use the Pr-VIPE run's budget)")
+    parser.add_argument("--dropout-model", help="a Pr-VIPE run trained with keypoint dropout (occlusion rows)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--every", type=int, default=1, help="keep every n-th frame of the split")
+    parser.add_argument("--max-frames", type=int, help="then keep at most this many frames, evenly spread")
+    parser.add_argument("--cameras", nargs="+", help="camera names to use (default: all)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10, 20])
+    parser.add_argument("--kappa", type=float, default=0.1, help="NP-MPJPE threshold of a match")
+    parser.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
+                        help="model-free rows to include")
+    parser.add_argument("--unseen-views", action="store_true",
+                        help="also evaluate on a rig of cameras at other azimuths and elevations")
+    parser.add_argument("--elevations", type=float, nargs="+", default=[0.0, 30.0, 60.0])
+    parser.add_argument("--azimuths", type=int, default=4, help="cameras per elevation ring")
+    parser.add_argument("--occlusion", action="store_true", help="Hit@k with occluded queries")
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
+    parser.add_argument("--patterns", nargs="+", default=["left arm", "right leg", "lower body"])
+    parser.add_argument("--uncertainty", action="store_true", help="Hit@1 binned by predicted sigma")
+    parser.add_argument("--alignment", action="store_true", help="video alignment by DTW (every frame of the split)")
+    parser.add_argument("--clip", type=int, default=60, help="alignment: clip length in frames")
+    parser.add_argument("--offset", type=int, default=30, help="alignment: time offset of the clip in frames")
+    parser.add_argument("--probes", action="store_true", help="linear probes on frozen features")
+    parser.add_argument("--probe-frames", type=int, default=3000, help="train/test frames for the probes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", dest="json_out", help="write every number and setting to this JSON file")
+    parser.add_argument("--report", help="write a markdown report with PNG plots into this directory")
+
+
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _say(*args):
+    print(*args, flush=True)
+
+
+def _load_embedder(run, role):
+    from prpose.inference import load_model
+
+    try:
+        return load_model(run)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"--{role} {run}: {e}") from None
+
+
+def _untrained_fn(config, seed):
+    """Means of a randomly initialised network with the run's architecture (the probes' control)."""
+    import numpy as np
+    from flax import nnx
+
+    from eval.baselines import normalized_2d_features
+    from prpose.inference import build_model
+
+    model = build_model(config.model, 1, seed=seed + 12345)
+    model.eval()
+    forward = nnx.jit(lambda m, x: m(x, None)[0])
+
+    def fn(keypoints, visible):
+        x = normalized_2d_features(keypoints, visible).reshape(-1, 13, 2)
+        return np.concatenate([np.asarray(forward(model, x[s:s + 4096])) for s in range(0, len(x), 4096)])
+
+    return fn
+
+
+def run(args) -> dict:
+    import numpy as np
+
+    from eval import alignment, baselines, occlusion, probes, protocol, uncertainty
+    from prpose.dataset import load_dataset
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(args.data)
+    views = protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras)
+    ks = tuple(args.ks)
+    _say(f"eval: {views.num_frames} frames x {views.num_cameras} cameras of split {args.split!r} "
+         f"(every {args.every}; {views.settings['dropped_frames']} frames dropped: not usable in every camera)")
+    out = {"prpose_eval": 1, "settings": {
+        "dataset": str(pathlib.Path(args.data).resolve()), "split": args.split, "every": args.every,
+        "max_frames": args.max_frames, "cameras": list(views.camera_names), "frames": views.num_frames,
+        "dropped_frames": views.settings["dropped_frames"], "ks": list(ks), "kappa": args.kappa,
+        "seed": args.seed, "models": {}}}
+
+    methods = []
+    if "oracle" in args.baselines:
+        methods.append(baselines.OracleMethod())
+    if "random" in args.baselines:
+        methods.append(baselines.RandomMethod(args.seed))
+    if "2d" in args.baselines:
+        methods.append(baselines.Keypoints2DMethod())
+    model = dropout_model = None
+    if args.model:
+        model = _load_embedder(args.model, "model")
+        out["settings"]["models"]["pr-vipe"] = {"run": str(args.model), "fingerprint": model.fingerprint}
+        methods += [baselines.EmbeddingMethod(model, "match"), baselines.EmbeddingMethod(model, "l2")]
+    if args.l2vipe:
+        l2 = _load_embedder(args.l2vipe, "l2vipe")
+        out["settings"]["models"]["l2-vipe"] = {"run": str(args.l2vipe), "fingerprint": l2.fingerprint}
+        methods.append(baselines.EmbeddingMethod(l2, "l2", name="L2-VIPE"))
+    if args.train_lifter:
+        from eval.lifting import train_lifter
+        from prpose.config import from_overrides
+
+        cfg = from_overrides(args.config, args.set)
+        info = train_lifter(cfg, args.data, args.train_lifter, log=_say)
+        out["settings"]["lifter_training"] = {k: v for k, v in info.items() if k != "losses"}
+        args.lifter = args.lifter or args.train_lifter
+    if args.lifter:
+        from eval.lifting import Lifter
+
+        lifter = Lifter(args.lifter)
+        out["settings"]["models"]["lifter"] = {"run": str(args.lifter)}
+        methods.append(baselines.LiftingMethod(lifter.lift))
+    if args.dropout_model:
+        dropout_model = _load_embedder(args.dropout_model, "dropout-model")
+        out["settings"]["models"]["pr-vipe-dropout"] = {"run": str(args.dropout_model),
+                                                         "fingerprint": dropout_model.fingerprint}
+        methods.append(baselines.EmbeddingMethod(dropout_model, "match", name="Pr-VIPE + keypoint dropout"))
+
+    # 1. The protocol, every row on the same queries.
+    results, features = [], {}
+    for m in methods:
+        features[m.name] = protocol.compute_features(m, views)
+        r = protocol.cross_view_hit_at_k(m, views, ks, args.kappa, index_features=features[m.name])
+        results.append(r)
+        _say(f"eval: {m.name}: " + ", ".join(f"Hit@{k} {100 * v:.1f}" for k, v in zip(ks, r.mean))
+             + f" ({r.seconds:.1f} s)")
+    out["crossview"] = [r.to_dict() for r in results]
+    if "expected-random" in args.baselines:
+        out["expected_random"] = protocol.expected_random_result(views.subset(
+            np.linspace(0, views.num_frames - 1, min(views.num_frames, 3000)).round().astype(int)), ks, args.kappa)
+        out["expected_random"]["note"] = "exact expectation on up to 3000 of the frames"
+    _say("")
+    _say(protocol.format_table(out["crossview"] + ([out["expected_random"]] if "expected_random" in out else []), ks,
+                               title=f"Cross-view Hit@k (%), mean over {len(results[0].pairs) if results else 0} "
+                                     f"ordered camera pairs, kappa {args.kappa}"))
+    main = next((r for r in results if "match" in r.method), results[0] if results else None)
+    if main is not None:
+        _say("")
+        _say(protocol.format_pair_table(main, ks[0]))
+
+    # 2. Views never seen in training.
+    if args.unseen_views:
+        cams = protocol.elevation_ring_cameras(args.azimuths, args.elevations, distance=5.0)
+        world = np.asarray(dataset.poses3d[views.rows], np.float64)
+        # Centre each pose under the rig's target (the test is about viewpoint, not where the person stands).
+        world = world - np.concatenate([world[:, :1, :2], np.zeros((len(world), 1, 1))], axis=-1)
+        unseen = protocol.views_from_cameras(world, cams, rows=views.rows)
+        rows = []
+        for m in methods:
+            r = protocol.cross_view_hit_at_k(m, unseen, ks, args.kappa)
+            rows.append(r.to_dict())
+        out["unseen_views"] = {"rig": f"{args.azimuths} azimuths x elevations {args.elevations} deg, 5 m, "
+                                      "pelvis centred", "frames": unseen.num_frames, "results": rows}
+        _say("")
+        _say(protocol.format_table(rows, ks, title=f"Unseen views ({len(cams)} cameras: "
+                                                   f"{out['unseen_views']['rig']}), Hit@k (%)"))
+
+    # 3. Occlusion robustness.
+    if args.occlusion:
+        occ_methods = [m for m in methods if m.name in ("2D keypoints", "Pr-VIPE (match probability)",
+                                                         "Pr-VIPE + keypoint dropout")]
+        out["occlusion"] = [occlusion.occlusion_sweep(m, views, args.rates, args.patterns, ks=(1, 10),
+                                                      kappa=args.kappa, seed=args.seed,
+                                                      index_features=features[m.name]) for m in occ_methods]
+        _say("")
+        for s in out["occlusion"]:
+            _say(f"occlusion, {s['method']}: " + ", ".join(f"{r['setting']} {100 * r['mean']['hit@1']:.1f}"
+                                                        for r in s["settings"]) + " (Hit@1 %)")
+
+    # 4. Uncertainty.
+    if args.uncertainty and model is not None:
+        r = next(r for r in results if r.method == "Pr-VIPE (match probability)")
+        out["uncertainty"] = uncertainty.sigma_calibration(r, features[r.method])
+        _say("")
+        _say("sigma bins (Hit@1 %): " + ", ".join(f"{b['sigma_low']:.3f}-{b['sigma_high']:.3f}: "
+                                                  f"{100 * b['hit@1']:.1f}" for b in out["uncertainty"]["bins"])
+             + f"; Spearman(sigma, top-1 NP-MPJPE) {out['uncertainty']['spearman_sigma_error']:.3f}")
+
+    # 5. Video alignment (every frame of the split: consecutive rows are consecutive frames).
+    if args.alignment:
+        seq_views = protocol.views_from_dataset(dataset, args.split, 1, None, args.cameras)
+        ali_methods = [baselines.OracleMethod(), baselines.Keypoints2DMethod()]
+        if model is not None:
+            ali_methods.append(baselines.EmbeddingMethod(model, "match"))
+        out["alignment"] = {"offset": [], "cross_take": [], "content_retrieval": []}
+        for m in ali_methods:
+            f = protocol.compute_features(m, seq_views)
+            out["alignment"]["offset"].append(alignment.offset_alignment(m, seq_views, f, 0, 1, args.clip,
+                                                                                  args.offset))
+            out["alignment"]["cross_take"].append(alignment.cross_take_alignment(m, seq_views, f, 0, 1, step=2))
+            out["alignment"]["content_retrieval"].append(alignment.content_retrieval(m, seq_views, f, 0, 1))
+            o, c, cr = (out["alignment"][k][-1] for k in ("offset", "cross_take", "content_retrieval"))
+            _say(f"alignment, {m.name}: same take offset error {_fmt(o['mean_error_frames'])} frames "
+                 f"({o['takes']} takes); cross-take error {_fmt(c['mean_error_frames'])} frames "
+                 f"({c['pairs']} pairs); content retrieval accuracy {_fmt(cr['accuracy'])} "
+                 f"(chance {_fmt(cr['chance'])}, {cr['queries']} queries)")
+
+    # 6. Linear probes.
+    if args.probes:
+        train_views = protocol.views_from_dataset(dataset, "train", 1, args.probe_frames, args.cameras)
+        test_views = views.subset(np.linspace(0, views.num_frames - 1, min(views.num_frames, args.probe_frames))
+                                  .round().astype(int))
+        fns = {"normalised 2D keypoints": lambda k, v: baselines.normalized_2d_features(k, v)}
+        if model is not None:
+            fns["Pr-VIPE mean"] = lambda k, v: model.embed(k, "input13").mean
+            fns["untrained network"] = _untrained_fn(model.config, args.seed)
+        out["probes"] = probes.run_probes(fns, train_views, test_views, probes.dataset_viewpoints(dataset, train_views),
+                                          probes.dataset_viewpoints(dataset, test_views), alignment.content_label)
+        _say("")
+        for name, p in out["probes"].items():
+            vp, lab = p.get("viewpoint", {}), p.get("label", {})
+            _say(f"probe, {name}: 3D pose R2 {p['pose']['r2']:.3f} MPJPE {p['pose']['mpjpe']:.3f}; azimuth error "
+                 f"{vp.get('azimuth_error_deg', float('nan')):.1f} deg (constant guess "
+                 f"{vp.get('azimuth_error_deg_constant', float('nan')):.1f}); elevation error "
+                 f"{vp.get('elevation_error_deg', float('nan')):.1f} deg; label accuracy {lab.get('accuracy')}")
+    out["settings"]["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main(args) -> int:
+    from prpose.errors import PrposeError
+
+    try:
+        out = run(args)
+    except (PrposeError, ValueError, OSError) as e:
+        print(f"prpose eval: error: {e}", file=sys.stderr)
+        return 2
+    if args.json_out:
+        path = pathlib.Path(args.json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1))
+        _say(f"\nwrote {path}")
+    if args.report:
+        from eval.report import write_report
+
+        _say(f"wrote {write_report(out, args.report)}")
+    return 0
