@@ -1,8 +1,7 @@
 """The ``prpose`` command: one entry point, one subcommand per stage of the pipeline.
 
 Each subcommand lives in its own module exposing ``configure_parser(parser)`` and ``main(args) -> int``;
-this file only wires them together, so that ``prpose --help`` stays fast (JAX is imported by the commands
-that need it, when they run).
+this file only wires them together and turns PrposeError into a one-line message with exit code 2.
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
                 group_parser = root.add_parser(path[0], help=f"{path[0]} subcommands")
                 groups[path[0]] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
             sub = groups[path[0]].add_parser(path[1], help=help_text, description=help_text)
-        sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
         configure(sub)
         sub.set_defaults(_run=run, _name=" ".join(path))
     return parser

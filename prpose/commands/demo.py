@@ -16,11 +16,11 @@ import numpy as np
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="prpose-demo", help="folder for everything the demo writes")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps (more is better, slower)")
-    parser.add_argument("--config", default="cpu", help="training preset")
-    parser.add_argument("--queries", type=int, default=4, help="number of test poses to query")
-    parser.add_argument("--sequences", type=int, default=60, help="synthetic sequences to generate")
+    parser.add_argument("--out", default="prpose-demo", help="folder for everything the demo writes (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (more is better, slower) (default: %(default)s)")
+    parser.add_argument("--config", default="cpu", help="training preset (default: %(default)s)")
+    parser.add_argument("--queries", type=int, default=4, help="number of test poses to query (default: %(default)s)")
+    parser.add_argument("--sequences", type=int, default=60, help="synthetic sequences to generate (default: %(default)s)")
 
 
 def _run(argv: list[str]) -> None:

@@ -19,7 +19,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help="keypoint profile of the input (coco17, h36m17, input13); "
                         "default: the file's own, or coco17 for JSON")
     parser.add_argument("--score-threshold", type=float, default=0.3,
-                        help="keypoints scoring below this count as missing")
+                        help="keypoints scoring below this count as missing (default: %(default)s)")
 
 
 def main(args) -> int:

@@ -18,7 +18,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="index directory to write")
     parser.add_argument("--split", nargs="*", default=None, help="splits to index (default: all)")
     parser.add_argument("--cameras", nargs="*", default=None, help="camera names or numbers (default: all)")
-    parser.add_argument("--every", type=int, default=1, help="index every N-th frame")
+    parser.add_argument("--every", type=int, default=1, help="index every N-th frame (default: %(default)s)")
     parser.add_argument("--factory", default="auto",
                         help='FAISS candidate stage: "auto", "Flat", "HNSW32", "IVF1024,Flat", ...')
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")

@@ -12,10 +12,10 @@ import numpy as np
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, help="index directory (written by `prpose index build`)")
     parser.add_argument("--input", required=True, help="query keypoints: .npz or COCO keypoint-results JSON")
-    parser.add_argument("--k", type=int, default=10, help="matches per query")
+    parser.add_argument("--k", type=int, default=10, help="matches per query (default: %(default)s)")
     parser.add_argument("--profile", default=None, help="keypoint profile of the input (default: the file's own)")
     parser.add_argument("--model", default=None, help="training run directory (default: the one that built the index)")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--plot", default=None, metavar="PNG", help="draw each query beside its top matches")
 

@@ -5,8 +5,8 @@ import argparse
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="prepared dataset directory")
-    parser.add_argument("--frame", type=int, default=0, help="row of the dataset to draw")
-    parser.add_argument("--out", default="frame.png", help="PNG file to write")
+    parser.add_argument("--frame", type=int, default=0, help="row of the dataset to draw (default: %(default)s)")
+    parser.add_argument("--out", default="frame.png", help="PNG file to write (default: %(default)s)")
 
 
 def main(args) -> int:
