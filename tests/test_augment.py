@@ -101,15 +101,23 @@ POSES = random_poses(B, seed=1)
 STANDING_B = normalize_3d_ref(STANDING)[None].repeat(B, 0)
 FRONT_B = FRONT[None].repeat(B, 0)
 
-project_views = jax.jit(A.project_views, static_argnames="config")
-project_random_views = jax.jit(A.project_random_views, static_argnames="config")
-camera_augment = jax.jit(A.camera_augment, static_argnames="config")
-random_view_rotations = jax.jit(A.random_view_rotations, static_argnames=("batch", "config"))
-sample_view_angles = jax.jit(A.sample_view_angles, static_argnames=("batch", "config"))
-random_keypoint_dropout = jax.jit(A.random_keypoint_dropout, static_argnames=("batch", "num_joints"))
-structured_keypoint_dropout = jax.jit(A.structured_keypoint_dropout, static_argnames="config")
-apply_visibility = jax.jit(A.apply_visibility)
-occlude_keypoints = jax.jit(A.occlude_keypoints, static_argnames="config")
+
+
+def fast_jit(fun, static=()):
+    """jax.jit with XLA's backend optimisation off: halves compile time (measured 0.85 -> 0.42 s CPU for
+    camera_augment); these tests check values, not speed."""
+    return jax.jit(fun, static_argnames=static, compiler_options={"xla_backend_optimization_level": 0})
+
+
+project_views = fast_jit(A.project_views, "config")
+project_random_views = fast_jit(A.project_random_views, "config")
+camera_augment = fast_jit(A.camera_augment, "config")
+random_view_rotations = fast_jit(A.random_view_rotations, ("batch", "config"))
+sample_view_angles = fast_jit(A.sample_view_angles, ("batch", "config"))
+random_keypoint_dropout = fast_jit(A.random_keypoint_dropout, ("batch", "num_joints"))
+structured_keypoint_dropout = fast_jit(A.structured_keypoint_dropout, "config")
+apply_visibility = fast_jit(A.apply_visibility)
+occlude_keypoints = fast_jit(A.occlude_keypoints, "config")
 
 
 def test_projection_keeps_left_on_the_left():
@@ -351,7 +359,7 @@ def test_works_under_jit_and_vmap():
         view = A.camera_augment(FRONT_KEYPOINTS, POSES, k1, DEFAULT)
         return view, A.occlude_keypoints(view, k2, MIXED)
 
-    views, batched = jax.jit(jax.vmap(step))(keys)
+    views, batched = fast_jit(jax.vmap(step))(keys)
     assert views.shape == (2, B, 13, 2) and batched.visible3d.shape == (2, B, 17)
     for i in range(2):
         k1, k2 = jax.random.split(keys[i])
