@@ -313,12 +313,12 @@ def _random_dropout_from_uniform(u, p_apply, p_drop):
 
 
 def box_occlusion(keypoints, lower, upper):
-    """Keypoints strictly hidden by an axis-aligned box: (B, 13) bool, True inside ``[lower, upper]``.
+    """Keypoints hidden by an axis-aligned box: (B, J) bool, True inside the closed box ``[lower, upper]``.
 
     Args:
       keypoints: (B, J, 2); lower, upper: (B, 2) box corners in the same frame.
     """
-    keypoints = jnp.asarray(keypoints)
+    keypoints, lower, upper = jnp.asarray(keypoints), jnp.asarray(lower), jnp.asarray(upper)
     inside = (keypoints >= lower[:, None, :]) & (keypoints <= upper[:, None, :])
     return jnp.all(inside, axis=-1)
 
@@ -431,7 +431,9 @@ class Occlusion(NamedTuple):
     keypoints: jax.Array  # (B, 13, 2) normalised from visible keypoints, hidden ones zero
     visible: jax.Array  # (B, 13) bool
     visible3d: jax.Array  # (B, 17) bool, h36m17 joints (input13_visibility_to_h36m17)
-    reverted: jax.Array  # (B,) bool, examples whose occlusion made normalisation impossible: left whole
+    # (B,) bool: examples whose occlusion made normalisation impossible (fewer than two visible torso joints),
+    # left whole; also True where the input row itself was degenerate (e.g. all zeros).
+    reverted: jax.Array
 
 
 def occlude_keypoints(keypoints, key, config: AugmentConfig) -> Occlusion:
