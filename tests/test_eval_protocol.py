@@ -110,7 +110,7 @@ def test_protocol_agrees_with_prpose_crossview(tmp_path):
     from prpose.crossview import cross_view_hit_at_k as crossview_hit
     from prpose.dataset import load_dataset
 
-    tiny_dataset(tmp_path / "ds", sequences=4, frames=15)
+    tiny_dataset(tmp_path / "ds", sequences=4, frames=12, splits=("train", "test"))
     ds = load_dataset(tmp_path / "ds")
 
     def embed_fn_h36m17(k17):  # normalised 2D as a deterministic "embedding"

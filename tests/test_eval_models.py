@@ -1,0 +1,78 @@
+"""Model-based rows: the Pr-VIPE rows agree with the training-time validation (prpose.crossview); the lifting
+baseline trains, saves and reloads."""
+
+import numpy as np
+import pytest
+
+from eval import baselines, protocol
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from eval.testing import tiny_dataset
+
+    path = tmp_path_factory.mktemp("models") / "ds"
+    tiny_dataset(path, sequences=4, frames=12, splits=("train", "test"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """An untrained (random) tiny embedder: enough to check that two implementations rank identically."""
+    from flax import nnx
+
+    from prpose.config import get_preset
+    from prpose.inference import PoseEmbedder, build_model
+
+    config = get_preset("tiny")
+    model = build_model(config.model)
+    _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    return PoseEmbedder.from_state(config, params, stats, fingerprint="test")
+
+
+@pytest.mark.parametrize("ranking", ["match", "l2"])
+def test_pr_vipe_rows_agree_with_prpose_crossview(data, embedder, ranking):
+    from prpose.crossview import cross_view_hit_at_k as crossview_hit
+    from prpose.dataset import load_dataset
+
+    ds = load_dataset(data)
+    ref = crossview_hit(lambda k: embedder.embed(k, profile="h36m17"), ds, "test", ks=(1, 5), ranking=ranking,
+                        match_params=embedder.match_params)
+    views = protocol.views_from_dataset(ds, "test")
+    method = baselines.EmbeddingMethod(embedder, ranking, index_chunk=8)  # chunking must not change anything
+    res = protocol.cross_view_hit_at_k(method, views, ks=(1, 5), query_chunk=6)
+    for k, v in zip(res.ks, res.mean):
+        assert v == pytest.approx(ref[f"hit@{k}"])
+    feats = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d)
+    assert feats["stddev"].shape == feats["mean"].shape and (feats["stddev"] > 0).all()
+
+
+def test_match_distances_equal_the_numpy_reference(data, embedder):
+    from prpose.matching import pairwise_match_distance_np
+
+    views = protocol.views_from_dataset(data, "test")
+    method = baselines.EmbeddingMethod(embedder, "match", index_chunk=5)
+    f = method.features(views.keypoints2d[:, 1], views.visible[:, 1], views.poses3d)
+    got = method.distances(protocol.take(f, np.arange(3)), f)
+    ref = pairwise_match_distance_np(f["samples"][:3].astype(np.float64), f["samples"].astype(np.float64),
+                                     *embedder.match_params)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_lifter_trains_reloads_and_ranks(data, tmp_path):
+    from eval.lifting import Lifter, train_lifter
+    from prpose.config import from_overrides
+    from prpose.errors import PrposeError
+
+    cfg = from_overrides("tiny", ["train.steps=30"])
+    info = train_lifter(cfg, data, tmp_path / "lift", log=lambda *a: None)
+    first, last = info["losses"][0][1], info["losses"][-1][1]
+    assert last < first  # the regression learns
+    lifter = Lifter(tmp_path / "lift")
+    views = protocol.views_from_dataset(data, "test")
+    lifted = lifter.lift(views.keypoints2d[:, 0], views.visible[:, 0])
+    assert lifted.shape == (views.num_frames, 17, 3) and np.isfinite(lifted).all()
+    res = protocol.cross_view_hit_at_k(baselines.LiftingMethod(lifter.lift), views, ks=(1,))
+    assert 0.0 <= res.mean[0] <= 1.0
+    with pytest.raises(PrposeError, match="not a lifter run"):
+        Lifter(tmp_path)
