@@ -1,0 +1,205 @@
+"""Load a trained run and embed 2D poses: ``load_model(run_dir).embed(keypoints, profile=...)``.
+
+``load_model`` reads ``config.json``, rebuilds the embedder, restores the EMA weights of the latest complete
+checkpoint (what the authors use at inference) and puts the model in eval mode (no dropout, batch-norm
+running statistics). ``PoseEmbedder.embed`` converts any keypoint profile to input13 by joint name,
+normalises, and runs the model in fixed-size chunks: a call pads its last chunk up to a power-of-two bucket
+(64 ... ``batch_size``), so arbitrary N compiles at most a handful of shapes, never one per N.
+
+Samples: row i of a call gets ``z_k = mean + stddev * eps_k`` with eps drawn from ``fold_in(key, i)``, so
+results do not depend on chunking or padding, and ``key=None`` (a fixed key) makes ``embed`` deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from prpose import keypoints as kp
+from prpose.errors import PrposeError
+
+DEFAULT_BATCH_SIZE = 1024
+_MIN_BUCKET = 64
+
+
+class Embeddings(NamedTuple):
+    """Probabilistic embeddings of N poses (NumPy float32).
+
+    mean: (N, D); stddev: (N, D) > 0; samples: (N, K, D) = mean + stddev * eps.
+    """
+
+    mean: np.ndarray
+    stddev: np.ndarray
+    samples: np.ndarray
+
+
+def build_model(model_config, window: int = 1, seed: int = 0):
+    """A fresh embedder for a ModelConfig (TemporalEmbedder when window > 1)."""
+    from prpose.model import Embedder, TemporalEmbedder
+
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    if window > 1:
+        return TemporalEmbedder(model_config, num_frames=window, rngs=rngs)
+    return Embedder(model_config, rngs=rngs)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples"))
+def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int):
+    """Eval-mode embedding of one padded chunk: (M, 13, 2), (M, 13) -> mean, stddev (M, D), samples (M, K, D)."""
+    model = nnx.merge(graphdef, state)
+    mean, stddev = model(keypoints, visible)
+    rows = row_offset + jnp.arange(keypoints.shape[0])
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
+    eps = jax.vmap(lambda k: jax.random.normal(k, (num_samples, mean.shape[-1]), mean.dtype))(keys)
+    return mean, stddev, mean[:, None, :] + stddev[:, None, :] * eps
+
+
+class PoseEmbedder:
+    """A trained Pr-VIPE model ready to embed poses (eval mode, EMA weights).
+
+    Attributes:
+      config: the run's TrainConfig.
+      fingerprint: "<config hash>-<weights hash>" (prpose.checkpoint.fingerprint); indexes store it.
+      match_params: (a, b, smoothing) python floats of the match probability.
+      step: training step of the weights (None for in-memory models).
+      embedding_dim, num_samples: D and K.
+    """
+
+    def __init__(self, config, graphdef, state, *, fingerprint: str, step: int | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        if config.window > 1:
+            raise PrposeError(f"PoseEmbedder: the run has window={config.window} (temporal model); "
+                              "single-pose embedding needs a window=1 run")
+        self.config = config
+        self._graphdef = graphdef
+        self._state = state
+        self.fingerprint = fingerprint
+        self.step = step
+        self.batch_size = int(batch_size)
+        model = nnx.merge(graphdef, state)
+        a, b = model.match_params()
+        self.match_params = (float(a), float(b), float(config.loss.smoothing))
+        self.embedding_dim = config.model.embedding_dim
+        self.num_samples = config.model.num_samples
+
+    @classmethod
+    def from_state(cls, config, params, batch_stats, *, fingerprint: str, step: int | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> "PoseEmbedder":
+        """Build from in-memory weights (training's validation uses the live EMA)."""
+        model = build_model(config.model, config.window)
+        model.eval()
+        graphdef, _, _, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        state = nnx.merge_state(params, batch_stats, rest)
+        return cls(config, graphdef, state, fingerprint=fingerprint, step=step, batch_size=batch_size)
+
+    # --- embedding ---------------------------------------------------------------------------------------------
+    def embed(self, keypoints, profile: str = "input13", scores=None, score_threshold: float = 0.3,
+              key=None) -> Embeddings:
+        """Embed N 2D poses.
+
+        Args:
+          keypoints: (N, J, 2) pixel (or any consistent unit) coordinates in ``profile`` (J its joint count).
+          profile: "input13", "coco17" or "h36m17" (any prpose.keypoints profile containing the 13 input joints).
+          scores: optional (N, J) detector confidences; keypoints scoring below ``score_threshold`` count as
+            missing: they do not enter the normalisation and are zeroed (and fed as a mask to models trained
+            with one). Missing keypoints may be NaN; used ones must be finite.
+          key: jax PRNG key for the samples (default: a fixed key, so results are reproducible).
+        Returns:
+          Embeddings(mean (N, D), stddev (N, D), samples (N, K, D)) as NumPy float32.
+        Raises:
+          PrposeError for a wrong shape, unknown profile, non-finite used keypoints, or poses that cannot be
+          normalised (fewer than two visible torso joints / collapsed torso; the rows are named).
+        """
+        try:
+            prof = kp.get_profile(profile)
+        except ValueError as e:
+            raise PrposeError(f"embed: profile: {e}") from None
+        x = np.asarray(keypoints, dtype=np.float32) if not isinstance(keypoints, np.ndarray) else keypoints
+        if x.ndim != 3 or x.shape[1:] != (prof.num_joints, 2):
+            raise PrposeError(f"embed: keypoints have shape {x.shape}, expected (N, {prof.num_joints}, 2) "
+                              f"for profile {prof.name!r}")
+        x = x.astype(np.float32, copy=False)
+        if scores is None:
+            visible = np.ones(x.shape[:2], bool)
+        else:
+            s = np.asarray(scores, np.float32)
+            if s.shape != x.shape[:2]:
+                raise PrposeError(f"embed: scores have shape {s.shape}, expected {x.shape[:2]} (N, J)")
+            visible = s >= score_threshold
+        finite = np.isfinite(x).all(axis=-1)
+        bad = visible & ~finite
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise PrposeError(f"embed: {rows.size} pose(s) have non-finite used keypoints (rows {rows[:10].tolist()}"
+                              f"{' ...' if rows.size > 10 else ''}); mark missing keypoints with a low score")
+        try:
+            k13 = kp.convert(np.where(visible[..., None], x, 0.0), prof, "input13")
+            v13 = kp.convert(visible, prof, "input13", axis=-1)
+        except ValueError as e:
+            raise PrposeError(f"embed: {e}") from None
+        from prpose.normalize import normalize_2d
+
+        normalized, valid = normalize_2d(k13, None if v13.all() else v13)
+        valid = np.asarray(valid)
+        if not valid.all():
+            rows = np.flatnonzero(~valid)
+            raise PrposeError(f"embed: {rows.size} pose(s) cannot be normalised (collapsed torso or fewer than two "
+                              f"visible torso joints): rows {rows[:10].tolist()}{' ...' if rows.size > 10 else ''}")
+        return self.embed_normalized(np.asarray(normalized), v13, key=key)
+
+    def embed_normalized(self, keypoints13, visible=None, key=None) -> Embeddings:
+        """Embed already normalised input13 keypoints (N, 13, 2) with an optional (N, 13) bool mask."""
+        x = np.asarray(keypoints13, np.float32)
+        n = x.shape[0]
+        vis = np.ones((n, 13), bool) if visible is None else np.asarray(visible, bool)
+        key = jax.random.key(0) if key is None else key
+        means, stds, samples = [], [], []
+        for start in range(0, n, self.batch_size):
+            stop = min(n, start + self.batch_size)
+            m = stop - start
+            bucket = max(_MIN_BUCKET, 1 << (m - 1).bit_length()) if m < self.batch_size else self.batch_size
+            xp = np.zeros((bucket, 13, 2), np.float32)
+            vp = np.ones((bucket, 13), bool)
+            xp[:m], vp[:m] = x[start:stop], vis[start:stop]
+            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples)
+            means.append(np.asarray(out[0])[:m]), stds.append(np.asarray(out[1])[:m])
+            samples.append(np.asarray(out[2])[:m])
+        if n == 0:
+            d, k = self.embedding_dim, self.num_samples
+            return Embeddings(np.zeros((0, d), np.float32), np.zeros((0, d), np.float32),
+                              np.zeros((0, k, d), np.float32))
+        return Embeddings(np.concatenate(means), np.concatenate(stds), np.concatenate(samples))
+
+    def __repr__(self) -> str:
+        return (f"PoseEmbedder(fingerprint={self.fingerprint!r}, step={self.step}, D={self.embedding_dim}, "
+                f"K={self.num_samples})")
+
+
+def load_model(run_dir: str | os.PathLike, *, step: int | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> PoseEmbedder:
+    """Load the EMA weights of a training run (latest complete checkpoint unless ``step``), in eval mode."""
+    from prpose import checkpoint as ckpt
+    from prpose.config import load_config, model_fingerprint_dict
+
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise PrposeError(f"load_model: {run_dir} is not a directory (expected a training run directory)")
+    config = load_config(run_dir)
+    model = build_model(config.model, config.window)
+    model.eval()
+    graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    template = {"params": params, "batch_stats": batch_stats}
+    step, ema, meta = ckpt.restore_ema(run_dir, template, step)
+    fp = ckpt.fingerprint(model_fingerprint_dict(config), ema["params"])
+    if meta.get("fingerprint") not in (None, fp):
+        raise PrposeError(f"load_model: {run_dir}: checkpoint {step} weights do not match their recorded fingerprint "
+                          f"({meta.get('fingerprint')} vs recomputed {fp}); the files were changed or corrupted")
+    state = nnx.merge_state(ema["params"], ema["batch_stats"], rest)
+    return PoseEmbedder(config, graphdef, state, fingerprint=fp, step=step, batch_size=batch_size)

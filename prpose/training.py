@@ -1,0 +1,390 @@
+"""Training Pr-VIPE: one loop you can read top to bottom (after big_vision and flax's examples).
+
+``train_and_evaluate(config, data_dir, workdir)``:
+  1. load the train split onto the devices once (prpose.pairs), replicated on every device;
+  2. build the embedder, the optimizer (optax) and the EMA of the parameters;
+  3. resume from the latest complete checkpoint of ``workdir`` if asked;
+  4. loop: ``train_step`` (jitted), log metrics (tqdm + ``metrics.jsonl``), validate cross-view Hit@1 on the
+     val split with the EMA weights (prpose.crossview), checkpoint; always checkpoint at the end.
+
+``train_step`` is a pure function of (state, ema, arrays) run under ``jax.jit``: sample a batch -> camera
+augmentation per view -> optional keypoint occlusion -> embed anchors and positives in one call (shared
+weights, one batch-norm batch) -> (B, B) NP-MPJPE of the 3D labels -> mining on embedding means, K samples,
+K x K match distances only for the chosen triplets (prpose.losses.pr_vipe_loss) -> grads -> optax update ->
+EMA update. The model is handled with ``nnx.split`` / ``nnx.merge`` around the pure step (NOTES: same speed as
+nnx.jit here; it makes the state an explicit pytree for sharding, donation and checkpoints).
+
+Randomness: step t uses ``fold_in(key(seed), t)`` for the batch, augmentation and samples; dropout uses the
+model's own RNG stream, whose counter is part of the saved state. So a resumed run repeats exactly what an
+uninterrupted one would have done.
+
+Data parallel: the batch is sharded over a 1-D mesh of all devices (axis "data"); parameters, optimizer state
+and dataset arrays are replicated. Under jit the mean/variance of batch norm and the loss are computed over
+the global batch, so 1 and N devices give the same result up to float reduction order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from prpose import checkpoint as ckpt
+from prpose.config import TrainConfig, load_config, model_fingerprint_dict, save_config
+from prpose.errors import PrposeError
+from prpose.inference import PoseEmbedder, build_model
+from prpose.pairs import TrainArrays, load_train_arrays, sample_batch, sample_windows
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainState(NamedTuple):
+    """Everything the step updates (a pytree). ``ema`` holds the EMA params + batch statistics."""
+
+    step: jax.Array  # () int32
+    params: Any  # nnx.State of nnx.Param
+    batch_stats: Any  # nnx.State of nnx.BatchStat (empty unless norm="batch")
+    rng_state: Any  # nnx.State of the model's RNG streams (dropout)
+    opt_state: Any
+    key: jax.Array  # typed PRNG key: key(seed)
+
+
+# --- model and optimizer -------------------------------------------------------------------------------------
+
+def make_schedule(config: TrainConfig) -> optax.Schedule:
+    """Learning rate per step: constant, cosine, or linear warm-up then cosine (to final_lr_fraction x peak)."""
+    lr, steps = config.learning_rate, config.steps
+    if config.schedule == "constant":
+        return optax.constant_schedule(lr)
+    warmup = config.warmup_steps if config.schedule == "warmup_cosine" else 0
+    warmup = min(warmup, max(steps - 1, 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup else lr, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(steps, warmup + 1), end_value=lr * config.final_lr_fraction)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    schedule = make_schedule(config)
+    if config.optimizer == "adam":
+        opt = optax.adam(schedule)
+    elif config.optimizer == "adamw":
+        opt = optax.adamw(schedule, weight_decay=config.weight_decay)
+    elif config.optimizer == "adagrad":
+        # The authors' optimiser (TF Adagrad, initial accumulator 0.1).
+        opt = optax.adagrad(schedule, initial_accumulator_value=0.1)
+    else:
+        opt = optax.sgd(schedule, momentum=0.9)
+    if config.grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
+    return opt
+
+
+def create_train_state(config: TrainConfig, tx: optax.GradientTransformation):
+    """(train graphdef, eval graphdef, TrainState, ema dict) for a fresh run, on the default device.
+
+    Initialisation runs under one jit (eager nnx init dispatches op by op: seconds on 2 cores).
+    """
+    abstract = nnx.eval_shape(lambda: build_model(config.model, config.window, seed=config.seed))
+    abstract.eval()
+    eval_graphdef = nnx.graphdef(abstract)
+    abstract.train()
+    graphdef = nnx.graphdef(abstract)
+
+    @jax.jit
+    def init():
+        model = build_model(config.model, config.window, seed=config.seed)
+        model.train()
+        _, params, batch_stats, rng_state = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                           rng_state=rng_state, opt_state=tx.init(params), key=jax.random.key(config.seed))
+        ema = {"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, batch_stats)}
+        return state, ema
+
+    state, ema = init()
+    return graphdef, eval_graphdef, state, ema
+
+
+def ema_decay_at(decay: float, step):
+    """EMA decay with TF's ExponentialMovingAverage warm-up, min(decay, (1 + t) / (10 + t)): early averages
+    are not dominated by the random initialisation (matters for short CPU schedules)."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+# --- the step ------------------------------------------------------------------------------------------------
+
+def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, tx, config: TrainConfig,
+               data_sharding=None):
+    """One optimisation step (pure; jit it with the keyword arguments bound). Returns (state, ema, metrics)."""
+    from prpose.augment import occlude_keypoints
+    from prpose.losses import pr_vipe_loss
+    from prpose.mining import pose_distance_matrix
+
+    aug = config.augment
+    key = jax.random.fold_in(state.key, state.step)
+    k_batch, k_aug_a, k_aug_p, k_occ_a, k_occ_p, k_loss = jax.random.split(key, 6)
+
+    # 1. Batch: frames and an ordered pair of distinct cameras per frame (or windows of frames).
+    if config.window > 1:
+        batch = sample_windows(k_batch, arrays, config.batch_size, config.window)
+    else:
+        batch = sample_batch(k_batch, arrays, config.batch_size)
+    if data_sharding is not None:
+        batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch)
+
+    # 2. Camera augmentation (each view independently, p = projection_probability) and occlusion.
+    def views(x2d, k_aug, k_occ):
+        lead = x2d.shape[:-2]  # (B,) or (B, T)
+        flat2d, flat3d = x2d.reshape(-1, 13, 2), batch.poses3d.reshape(-1, 17, 3)
+        if aug.projection_probability > 0:
+            flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead)
+        visible = None
+        if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
+            occ = occlude_keypoints(flat2d, k_occ, aug)
+            flat2d = occ.keypoints
+            visible = occ.visible.reshape(*lead, 13) if aug.emit_visibility else None
+        return flat2d.reshape(*lead, 13, 2), visible
+
+    anchor2d, anchor_vis = views(batch.anchor2d, k_aug_a, k_occ_a)
+    positive2d, positive_vis = views(batch.positive2d, k_aug_p, k_occ_p)
+    inputs = jnp.concatenate([anchor2d, positive2d])
+    visible = None if anchor_vis is None else jnp.concatenate([anchor_vis, positive_vis])
+
+    # 3. Labels for mining: (B, B) NP-MPJPE between the 3D poses (window: averaged over frames). No gradient.
+    pose_distances = jax.lax.stop_gradient(pose_distance_matrix(batch.poses3d))
+
+    # 4. Loss and gradients. Anchors and positives go through the model in one call: shared weights.
+    def loss_fn(params, batch_stats, rng_state):
+        # The model mutates its batch statistics and RNG counter: rebuild their Variables inside this trace
+        # (nnx refuses to mutate Variables created in an outer trace).
+        batch_stats, rng_state = jax.tree.map(lambda x: x, (batch_stats, rng_state))
+        model = nnx.merge(graphdef, params, batch_stats, rng_state)
+        mean, stddev = model(inputs, visible)
+        b = config.batch_size
+        a_match, b_match = model.match_params()
+        loss, metrics = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a_match, b_match, k_loss,
+                                     config.loss, config.model.num_samples, pose_distances=pose_distances)
+        _, _, new_stats, new_rng = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        metrics = dict(metrics, a=a_match, b=b_match)
+        return loss, (metrics, new_stats, new_rng)
+
+    (_, (metrics, batch_stats, rng_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, state.rng_state)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    # 5. EMA of the weights (used for validation and inference); batch statistics are copied.
+    decay = ema_decay_at(config.ema_decay, state.step)
+    ema = {"params": jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema["params"], params),
+           "batch_stats": batch_stats}
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    new_state = state._replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                               rng_state=rng_state, opt_state=opt_state)
+    return new_state, ema, metrics
+
+
+def _camera_augment(flat2d, flat3d, key, aug, lead):
+    """Per example (per window: one camera for all its frames), the real view or a random virtual camera's.
+
+    flat2d (M, 13, 2), flat3d (M, 17, 3) with M = prod(lead); lead = (B,) or (B, T).
+    """
+    from prpose.augment import camera_augment, project_views, random_view_rotations
+
+    if len(lead) == 1:
+        return camera_augment(flat2d, flat3d, key, aug)
+    batch, frames = lead
+    k_choice, k_view = jax.random.split(key)
+    rotations = jnp.repeat(random_view_rotations(k_view, batch, aug), frames, axis=0)
+    projected, valid = project_views(flat3d, rotations, aug)
+    use = jax.random.bernoulli(k_choice, aug.projection_probability, (batch,))
+    use = jnp.repeat(use & valid.reshape(batch, frames).all(axis=1), frames)
+    return jnp.where(use[:, None, None], projected, flat2d)
+
+
+# --- data parallel helpers -----------------------------------------------------------------------------------
+
+def make_mesh() -> Mesh:
+    """A 1-D mesh over every visible device (all processes, after jax.distributed.initialize())."""
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def _replicate(tree, mesh: Mesh):
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+# --- validation ----------------------------------------------------------------------------------------------
+
+def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: str = "in-training") -> dict:
+    """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config)."""
+    from prpose.crossview import cross_view_hit_at_k
+
+    embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
+    return cross_view_hit_at_k(
+        lambda k: embedder.embed(k, profile="h36m17"), dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa,
+        ranking=config.eval_ranking, every=config.eval_every_frame, match_params=embedder.match_params,
+        max_frames=config.eval_max_frames or None)
+
+
+def _eval_split(dataset, preferred: str) -> str | None:
+    for split in dict.fromkeys((preferred, "val", "test")):
+        try:
+            if dataset.indices(split=split).size >= 2:
+                return split
+        except (PrposeError, ValueError):
+            continue
+    return None
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+                       resume: bool = False, progress: bool = True, stop_at: int | None = None,
+                       log=print) -> dict:
+    """Train a model on ``data_dir`` into ``workdir``; returns the last metrics (and the last validation).
+
+    Args:
+      config: the run's TrainConfig (saved as workdir/config.json).
+      data_dir: a prepared dataset (prpose.dataset).
+      workdir: run directory: config.json, checkpoints/, metrics.jsonl.
+      resume: continue from the latest complete checkpoint (refused if the model config differs).
+        Without it, a workdir that already holds checkpoints is refused.
+      progress: show a tqdm progress bar.
+      stop_at: stop (with a checkpoint) after this step, as if interrupted there; for tests and budgets.
+      log: where one-line messages go.
+    """
+    from prpose.dataset import load_dataset
+
+    workdir = pathlib.Path(workdir)
+    existing = ckpt.latest_step(workdir)
+    if existing is not None and not resume:
+        raise PrposeError(f"{workdir} already holds checkpoints (latest step {existing}); pass --resume to "
+                          "continue, or choose another output directory")
+    if resume and (workdir / "config.json").is_file():
+        saved = load_config(workdir)
+        ckpt.check_compatible(model_fingerprint_dict(saved), model_fingerprint_dict(config),
+                              str(workdir / "config.json"))
+
+    mesh = make_mesh()
+    n_dev = mesh.devices.size
+    if config.batch_size % n_dev:
+        raise PrposeError(f"train.batch_size={config.batch_size} is not divisible by the {n_dev} devices")
+    data_sharding = NamedSharding(mesh, P("data"))
+
+    dataset = load_dataset(data_dir)
+    arrays, report = load_train_arrays(dataset, "train", window=config.window, sharding=NamedSharding(mesh, P()))
+    log(f"train data: {report.summary()}")
+    eval_split = _eval_split(dataset, config.eval_split) if config.window == 1 else None
+    if config.eval_every and eval_split is None:
+        log("validation disabled: " + ("temporal runs are not validated cross-view" if config.window > 1
+                                       else "the dataset has no val or test frames"))
+
+    tx = make_optimizer(config)
+    graphdef, eval_graphdef, state, ema = create_train_state(config, tx)
+    state, ema = _replicate(state, mesh), _replicate(ema, mesh)
+    model_dict = model_fingerprint_dict(config)
+    saver = ckpt.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    save_config(config, workdir)
+    if resume and existing is not None:
+        state, ema, _ = saver.restore(existing, state, ema)
+        log(f"resumed from {ckpt.checkpoint_dir(workdir) / str(existing)}")
+    start = int(state.step)
+    end = config.steps if stop_at is None else min(config.steps, stop_at)
+
+    step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
+                                        data_sharding=data_sharding if n_dev > 1 else None),
+                      donate_argnums=(0, 1))
+
+    def save(step):
+        fp = ckpt.fingerprint(model_dict, ema["params"])
+        saver.save(step, state, ema, {"fingerprint": fp, "config_hash": ckpt.config_hash(model_dict)})
+        return fp
+
+    metrics_path = workdir / METRICS_FILE
+    last: dict[str, Any] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=end, initial=start, desc="train", dynamic_ncols=True, smoothing=0.1)
+    t_last, step_last = time.perf_counter(), start
+    pending: list = []
+    with open(metrics_path, "a") as metrics_file:
+        for step in range(start + 1, end + 1):
+            state, ema, metrics = step_fn(state, ema, arrays)
+            pending.append(metrics)  # stays on the device until the next log: no sync per step
+            if config.log_every and (step % config.log_every == 0 or step == end):
+                # Logged values are means over the steps since the previous log (smoother than one step).
+                fetched = jax.device_get(pending)
+                pending = []
+                values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                now = time.perf_counter()
+                values["steps_per_s"] = (step - step_last) / max(now - t_last, 1e-9)
+                values["learning_rate"] = float(make_schedule(config)(step - 1))
+                t_last, step_last = now, step
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise PrposeError(f"step {step}: non-finite metrics {values}; lower train.learning_rate "
+                                      "or set train.grad_clip")
+                last = {"step": step, **values}
+                metrics_file.write(json.dumps(last) + "\n")
+                metrics_file.flush()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", trip=f"{values['triplet']:.3f}",
+                                    active=f"{values['active_fraction']:.2f}", a=f"{values['a']:.2f}",
+                                    b=f"{values['b']:.2f}", sps=f"{values['steps_per_s']:.1f}")
+            if bar is not None:
+                bar.update(1)
+            if config.eval_every and eval_split and (step % config.eval_every == 0 or step == end):
+                result = validate(config, ema, dataset, eval_split)
+                row = {"step": step, "eval": {k: v for k, v in result.items() if k != "per_pair"}}
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                last["eval"] = row["eval"]
+                log(f"step {step}: {eval_split} cross-view Hit@1 {100 * result['hit@1']:.1f}  "
+                    f"Hit@10 {100 * result['hit@10']:.1f} ({result['num_frames']} frames)")
+                t_last = time.perf_counter()  # validation time is not training speed
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == end:
+                last["fingerprint"] = save(step)
+    if bar is not None:
+        bar.close()
+    saver.close()
+    return last
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+    """The JSON lines of ``workdir/metrics.jsonl`` (training rows have "loss", validation rows "eval")."""
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def final_state(workdir: str | os.PathLike, config: TrainConfig):
+    """Restore (TrainState, ema) of the latest checkpoint of ``workdir`` (tests and analysis)."""
+    tx = make_optimizer(config)
+    _, _, state, ema = create_train_state(config, tx)
+    step = ckpt.latest_step(workdir)
+    if step is None:
+        raise PrposeError(f"{workdir}: no complete checkpoint")
+    saver = ckpt.Checkpointer(workdir)
+    try:
+        state, ema, _ = saver.restore(step, state, ema)
+    finally:
+        saver.close()
+    return state, ema
+
+
+__all__ = ["TrainState", "train_step", "train_and_evaluate", "make_optimizer", "make_schedule",
+           "create_train_state", "validate", "read_metrics", "final_state", "make_mesh"]

@@ -1,0 +1,73 @@
+"""Train a Pr-VIPE model: ``python train.py --config cpu --data DIR --out RUN [--set k=v ...] [--resume]``.
+
+Also ``prpose train`` (same flags). Only parses flags; the loop is ``prpose.training.train_and_evaluate``.
+Examples::
+
+    prpose prep synthetic --out prpose-data/synthetic
+    python train.py --config tiny --data prpose-data/synthetic --out runs/tiny
+    python train.py --config cpu --data /tmp/mocap_h36m --out runs/cpu --set train.steps=5000 model.width=256
+    python train.py --config cpu --data /tmp/mocap_h36m --out runs/cpu --resume     # after an interruption
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="preset: paper, cpu or tiny, or a config.json file (default: cpu; with --resume, "
+                             "the run's own config.json)")
+    parser.add_argument("--data", required=True, help="prepared dataset directory (prpose prep ...)")
+    parser.add_argument("--out", required=True, help="run directory: config.json, checkpoints/, metrics.jsonl")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides, e.g. train.batch_size=64 model.width=256 loss.mining=hardest")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest complete checkpoint in --out")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host data parallel)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def main(args) -> int:
+    from prpose.errors import PrposeError
+
+    try:
+        if args.distributed:
+            import jax
+
+            jax.distributed.initialize()
+        import pathlib
+
+        from prpose.config import TrainConfig, from_overrides, load_config
+
+        if args.config is None:
+            saved = pathlib.Path(args.out) / "config.json"
+            base = load_config(saved) if args.resume and saved.is_file() else "cpu"
+        elif args.config.endswith(".json"):
+            base = load_config(args.config)
+        else:
+            base = args.config
+        config: TrainConfig = from_overrides(base, args.set)
+        if args.print_config:
+            print(config.to_json())
+            return 0
+        from prpose.training import train_and_evaluate
+
+        last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    except (PrposeError, ValueError, OSError) as e:
+        print(f"prpose train: error: {e}", file=sys.stderr)
+        return 2
+    summary = f"done: step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}"
+    if "eval" in last:
+        summary += f", {last['eval']['split']} Hit@1 {100 * last['eval']['hit@1']:.1f}"
+    print(summary + f"; run directory {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    sys.exit(main(parser.parse_args()))
