@@ -56,11 +56,23 @@ class Keypoints2DMethod:
         return squared_l2(query["x"], index["x"])
 
 
+def pad_rows(x: np.ndarray, minimum: int = 64) -> np.ndarray:
+    """Pad the first axis to a power of two (>= minimum) by repeating row 0, so that jitted kernels see few
+    distinct shapes (alignment calls them on sequences of every length; each new shape is a compile)."""
+    n = x.shape[0]
+    size = max(minimum, 1 << max(0, n - 1).bit_length())
+    if size == n or n == 0:
+        return x
+    return np.concatenate([x, np.repeat(x[:1], size - n, axis=0)])
+
+
 def pairwise_pose_distances(query: np.ndarray, index: np.ndarray) -> np.ndarray:
     """(Q, N): NP-MPJPE of each index pose (N, 17, 3) aligned onto each query pose (Q, 17, 3)."""
     from prpose.procrustes import pairwise_np_mpjpe
 
-    return np.asarray(pairwise_np_mpjpe(np.asarray(index, np.float32), np.asarray(query, np.float32))).T
+    q, x = np.asarray(query, np.float32), np.asarray(index, np.float32)
+    out = np.asarray(pairwise_np_mpjpe(pad_rows(x), pad_rows(q)))
+    return out[:len(x), :len(q)].T
 
 
 class OracleMethod:
@@ -113,7 +125,7 @@ class EmbeddingMethod:
     applies.
     """
 
-    def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int = 2048):
+    def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int | None = None):
         if ranking not in ("match", "l2"):
             raise PrposeError(f"ranking: got {ranking!r}, expected 'match' or 'l2'")
         self.embedder = embedder
@@ -136,12 +148,18 @@ class EmbeddingMethod:
         from prpose.matching import pairwise_match_distance
 
         a, b, s = self.embedder.match_params
-        n = len(index["samples"])
-        out = np.empty((len(query["samples"]), n), np.float64)
-        # Chunk the index so that the (Q, N, K, K) pair distances never exist at once.
-        for st in range(0, n, self.index_chunk):
-            out[:, st:st + self.index_chunk] = np.asarray(
-                pairwise_match_distance(query["samples"], index["samples"][st:st + self.index_chunk], a, b, s))
+        n, nq = len(index["samples"]), len(query["samples"])
+        q = pad_rows(query["samples"])
+        out = np.empty((nq, n), np.float64)
+        # Chunk the index so that the (Q, N, K, K) pair distances never exist at once; pad every chunk to one
+        # of a few sizes so that the jitted kernel is not recompiled for every sequence length.
+        k1, k2 = q.shape[1], index["samples"].shape[1]
+        # Default: ~2^24 pair distances per kernel call (a few 64 MB buffers), a power of two for few shapes.
+        step = self.index_chunk or max(16, 1 << ((1 << 24) // (len(q) * k1 * k2)).bit_length() - 1)
+        for st in range(0, n, step):
+            chunk = index["samples"][st:st + step]
+            d = np.asarray(pairwise_match_distance(q, pad_rows(chunk), a, b, s))
+            out[:, st:st + len(chunk)] = d[:nq, :len(chunk)]
         return out
 
 

@@ -24,7 +24,8 @@ def test_eval_cli_writes_json_with_settings_and_a_report(data, tmp_path, capsys)
     out, rep = tmp_path / "out.json", tmp_path / "report"
     code = cli.main(["eval", "--data", str(data), "--every", "2", "--ks", "1", "5", "--occlusion",
                      "--rates", "0", "0.3", "--patterns", "lower body", "--alignment", "--clip", "6", "--offset",
-                     "2", "--probes", "--json", str(out), "--report", str(rep)])
+                     "2", "--probes", "--unseen-views", "--azimuths", "2", "--elevations", "0", "45", "--json",
+                     str(out), "--report", str(rep)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "oracle (3D NP-MPJPE)" in printed and "Hit@1" in printed
@@ -42,6 +43,9 @@ def test_eval_cli_writes_json_with_settings_and_a_report(data, tmp_path, capsys)
     assert res["alignment"]["offset"][0]["mean_error_frames"] == 0.0  # the oracle
     assert res["alignment"]["cross_take"][0]["pairs"] == 1  # the two test "walk" takes
     assert "normalised 2D keypoints" in res["probes"]
+    unseen = {r["method"]: r for r in res["unseen_views"]["results"]}
+    assert len(unseen["oracle (3D NP-MPJPE)"]["pairs"]) == 4 * 3  # 2 azimuths x 2 elevations, ordered pairs
+    assert unseen["oracle (3D NP-MPJPE)"]["mean"]["hit@1"] == 1.0
     md = (rep / "report.md").read_text()
     assert "| oracle (3D NP-MPJPE) | 100 | 100 |" in md
     for png in ("hit_at_k.png", "pairs_hit1.png", "occlusion.png"):
