@@ -48,6 +48,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="frames for the unseen-view rig (its C(C-1) camera pairs make it costly)")
     parser.add_argument("--occlusion", action="store_true", help="Hit@k with occluded queries")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
+    parser.add_argument("--occlusion-frames", type=int, default=600,
+                        help="frames for the occlusion sweep (one protocol run per setting and method)")
     parser.add_argument("--patterns", nargs="+", default=["left arm", "right leg", "lower body"])
     parser.add_argument("--uncertainty", action="store_true", help="Hit@1 binned by predicted sigma")
     parser.add_argument("--alignment", action="store_true", help="video alignment by DTW (every frame of the split)")
@@ -195,9 +197,13 @@ def run(args) -> dict:
     if args.occlusion:
         occ_methods = [m for m in methods if m.name in ("2D keypoints", "Pr-VIPE (match probability)",
                                                          "Pr-VIPE + keypoint dropout")]
-        out["occlusion"] = [occlusion.occlusion_sweep(m, views, args.rates, args.patterns, ks=(1, 10),
-                                                      kappa=args.kappa, seed=args.seed,
-                                                      index_features=features[m.name]) for m in occ_methods]
+        idx = np.linspace(0, views.num_frames - 1, min(views.num_frames, args.occlusion_frames)).round().astype(int)
+        occ_views = views.subset(idx)
+        out["occlusion"] = [occlusion.occlusion_sweep(
+            m, occ_views, args.rates, args.patterns, ks=(1, 10), kappa=args.kappa, seed=args.seed,
+            index_features=[protocol.take(f, idx) for f in features[m.name]]) for m in occ_methods]
+        for s in out["occlusion"]:
+            s["frames"] = occ_views.num_frames
         _say("")
         for s in out["occlusion"]:
             _say(f"occlusion, {s['method']}: " + ", ".join(f"{r['setting']} {100 * r['mean']['hit@1']:.1f}"
