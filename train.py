@@ -28,6 +28,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host data parallel)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--fast-compile", action="store_true",
+                        help="compile the step with XLA backend optimisation off: half the compile time, "
+                             "slower steps (tests and smoke runs)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -56,7 +59,9 @@ def main(args) -> int:
             return 0
         from prpose.training import train_and_evaluate
 
-        last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+        options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
+        last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                                  compiler_options=options)
     except (PrposeError, ValueError, OSError) as e:
         print(f"prpose train: error: {e}", file=sys.stderr)
         return 2

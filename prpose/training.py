@@ -189,7 +189,7 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     decay = ema_decay_at(config.ema_decay, state.step)
     ema = {"params": jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema["params"], params),
            "batch_stats": batch_stats}
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new_state = state._replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                rng_state=rng_state, opt_state=opt_state)
     return new_state, ema, metrics
@@ -215,9 +215,10 @@ def _camera_augment(flat2d, flat3d, key, aug, lead):
 
 # --- data parallel helpers -----------------------------------------------------------------------------------
 
-def make_mesh() -> Mesh:
-    """A 1-D mesh over every visible device (all processes, after jax.distributed.initialize())."""
-    return Mesh(np.array(jax.devices()), ("data",))
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh (axis "data") over ``devices`` (default: every visible device, all processes after
+    jax.distributed.initialize())."""
+    return Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
 
 
 def _replicate(tree, mesh: Mesh):
@@ -252,7 +253,7 @@ def _eval_split(dataset, preferred: str) -> str | None:
 
 def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir: str | os.PathLike, *,
                        resume: bool = False, progress: bool = True, stop_at: int | None = None,
-                       log=print) -> dict:
+                       log=print, devices=None, compiler_options: dict | None = None) -> dict:
     """Train a model on ``data_dir`` into ``workdir``; returns the last metrics (and the last validation).
 
     Args:
@@ -264,6 +265,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
       progress: show a tqdm progress bar.
       stop_at: stop (with a checkpoint) after this step, as if interrupted there; for tests and budgets.
       log: where one-line messages go.
+      devices: devices of the data-parallel mesh (default all).
+      compiler_options: XLA options for the step's jit (tests pass {"xla_backend_optimization_level": 0},
+        which halves compile time).
     """
     from prpose.dataset import load_dataset
 
@@ -277,7 +281,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         ckpt.check_compatible(model_fingerprint_dict(saved), model_fingerprint_dict(config),
                               str(workdir / "config.json"))
 
-    mesh = make_mesh()
+    mesh = make_mesh(devices)
     n_dev = mesh.devices.size
     if config.batch_size % n_dev:
         raise PrposeError(f"train.batch_size={config.batch_size} is not divisible by the {n_dev} devices")
@@ -301,11 +305,13 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         state, ema, _ = saver.restore(existing, state, ema)
         log(f"resumed from {ckpt.checkpoint_dir(workdir) / str(existing)}")
     start = int(state.step)
+    if resume:
+        _truncate_metrics(workdir / METRICS_FILE, start)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
 
     step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
                                         data_sharding=data_sharding if n_dev > 1 else None),
-                      donate_argnums=(0, 1))
+                      donate_argnums=(0, 1), compiler_options=compiler_options)
 
     def save(step):
         fp = ckpt.fingerprint(model_dict, ema["params"])
@@ -361,6 +367,24 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         bar.close()
     saver.close()
     return last
+
+
+def _truncate_metrics(path: pathlib.Path, step: int) -> None:
+    """Drop rows logged after ``step`` by an interrupted run: the resumed run logs those steps again."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
