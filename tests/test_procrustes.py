@@ -139,3 +139,33 @@ def test_jit_and_bad_shapes():
         np_mpjpe(a[..., :2], a[..., :2])
     with pytest.raises(PrposeError, match="'mask'"):
         np_mpjpe(a, a, np.ones((3, 16), bool))
+
+
+@pytest.mark.parametrize("method", ["jacobi", "svd", "eigh"])
+def test_every_solver_matches_reference_including_planar_and_collinear(method):
+    rng = np.random.default_rng(8)
+    a = poses(rng, 4)
+    a[1] *= [1.0, 1.0, 0.0]  # planar: repeated eigenvalues in Horn's matrix
+    a[2] = rng.normal(size=(17, 1)) * [1.0, 0.5, 0.2]  # collinear
+    b = np.concatenate([poses(rng, 2), a[1:3] * [-1.0, 1.0, 1.0] @ random_rotation(rng).T])
+    got = np.asarray(pairwise_np_mpjpe(a.astype(np.float32), b.astype(np.float32), method=method))
+    ref = np.array([[ref_np_mpjpe(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np_mpjpe(a, b, method=method), np.diag(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_pairwise_blocks_equal_one_shot(monkeypatch):
+    from prpose import procrustes
+
+    rng = np.random.default_rng(9)
+    a, b = poses(rng, 11).astype(np.float32), poses(rng, 6).astype(np.float32)
+    whole = np.asarray(pairwise_np_mpjpe(a, b))  # one block
+    monkeypatch.setattr(procrustes, "_PAIRS_PER_BLOCK", 6 * 4)  # 4 rows per block: 11 rows padded to 12
+    blocked = np.asarray(procrustes.pairwise_np_mpjpe.__wrapped__(a, b))  # un-jitted: reads the patch
+    assert blocked.shape == (11, 6)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_method():
+    with pytest.raises(PrposeError, match="unknown method 'qr'"):
+        np_mpjpe(np.ones((17, 3)), np.ones((17, 3)), method="qr")
