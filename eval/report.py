@@ -40,8 +40,9 @@ def plot_hit_curves(results: Sequence[Mapping], path, title: str = "Cross-view r
         ks = sorted(int(k.split("@")[1]) for k in r["mean"])
         ax.plot(ks, [100 * r["mean"][f"hit@{k}"] for k in ks], marker="o", label=r["method"])
     ax.set_xlabel("k")
+    ax.set_xticks(sorted({int(k.split("@")[1]) for r in results for k in r["mean"]}))
     ax.set_ylabel("Hit@k (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -64,7 +65,8 @@ def plot_pair_heatmap(result: Mapping, k: int, path) -> None:
         for i in range(len(names)):
             for j in range(len(names)):
                 if not np.isnan(m[i, j]):
-                    ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
+                    ax.text(j, i, f"{100 * m[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="k" if m[i, j] > 0.6 else "w")  # readable on viridis' yellow and purple
     fig.colorbar(im, ax=ax, label=f"Hit@{k} (%)")
     ax.set_title(f"{result['method']}: Hit@{k} per camera pair", fontsize=9)
     fig.tight_layout()
@@ -137,6 +139,14 @@ def _hit_rows(results: Sequence[Mapping], ks: Sequence[int]):
                              for k in ks] for r in results]
 
 
+def _main_row(rows: Sequence[Mapping]) -> Mapping:
+    """The row worth a heat map: Pr-VIPE by match probability, else the first non-bound baseline."""
+    for r in rows:
+        if "match" in r["method"]:
+            return r
+    return next((r for r in rows if not r["method"].startswith(("oracle", "random"))), rows[0])
+
+
 def write_report(results: Mapping, directory) -> pathlib.Path:
     """Write `report.md` and its PNGs into `directory` from the eval JSON; returns the markdown path."""
     out = pathlib.Path(directory)
@@ -152,7 +162,7 @@ def write_report(results: Mapping, directory) -> pathlib.Path:
                _table(["method"] + [f"Hit@{k}" for k in ks], _hit_rows(rows, ks)), ""]
         plot_hit_curves(cv, out / "hit_at_k.png")
         md += ["![Hit@k vs k](hit_at_k.png)", ""]
-        main = next((r for r in cv if "match" in r["method"]), cv[0])
+        main = _main_row(cv)
         plot_pair_heatmap(main, 1, out / "pairs_hit1.png")
         names, m = pair_matrix(main, 1)
         md += [f"### Per camera pair: {main['method']}, Hit@1 (%) (row: query camera, column: index camera)", "",
@@ -163,7 +173,7 @@ def write_report(results: Mapping, directory) -> pathlib.Path:
     if unseen:
         md += ["## Views never seen in training (%)", "", f"Rig: {unseen.get('rig', '')}", "",
                _table(["method"] + [f"Hit@{k}" for k in ks], _hit_rows(unseen["results"], ks)), ""]
-        main = next((r for r in unseen["results"] if "match" in r["method"]), unseen["results"][0])
+        main = _main_row(unseen["results"])
         plot_pair_heatmap(main, 1, out / "unseen_pairs_hit1.png")
         md += ["![unseen views per-pair heat map](unseen_pairs_hit1.png)", ""]
     occ = results.get("occlusion")
