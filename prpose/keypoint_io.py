@@ -23,10 +23,13 @@ class KeypointFile:
     scores: np.ndarray  # (N, J) float32; 0 means missing
     profile: str
     ids: tuple[str, ...]  # (N,) a label per pose, e.g. "image 42 #0" or "row 3"
+    pose3d: np.ndarray | None = None  # (N, 17, 3) h36m17 ground truth when the file has it (.npz `pose3d`)
 
 
 def read_keypoints(path: str | pathlib.Path, profile: str | None = None) -> KeypointFile:
-    """Read `.npz` (`keypoints` (N, J, 2), optional `scores` (N, J), optional `profile`) or COCO results JSON.
+    """Read `.npz` (`keypoints` (N, J, 2), optional `scores` (N, J), `profile`, `pose3d`) or COCO results JSON.
+
+    An optional `pose3d` (N, 17, 3) (h36m17) is the query's true 3D pose, for checking what a search returns.
 
     COCO results are a list of ``{"image_id", "keypoints": [x, y, v, ...], "score"}``; ``v = 0`` marks a
     missing keypoint (score 0); otherwise the per-keypoint value is used as the score when it lies in
@@ -72,7 +75,15 @@ def _read_npz(path: pathlib.Path, profile: str | None) -> KeypointFile:
     if profile is None:
         profile = str(arrays["profile"]) if "profile" in arrays else _guess_profile(keypoints.shape[1], path)
     ids = tuple(f"row {i}" for i in range(keypoints.shape[0]))
-    return KeypointFile(keypoints, scores, profile, ids)
+    pose3d = None
+    if "pose3d" in arrays:
+        pose3d = np.asarray(arrays["pose3d"], dtype=np.float32)
+        if pose3d.shape != (keypoints.shape[0], 17, 3) or not np.isfinite(pose3d).all():
+            raise PrposeError(
+                f"{path}: 'pose3d' has shape {arrays['pose3d'].shape} or non-finite values; "
+                f"expected finite ({keypoints.shape[0]}, 17, 3) h36m17 poses"
+            )
+    return KeypointFile(keypoints, scores, profile, ids, pose3d)
 
 
 def _read_coco_json(path: pathlib.Path, profile: str | None) -> KeypointFile:

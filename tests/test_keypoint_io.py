@@ -96,3 +96,13 @@ def test_empty_and_missing_files(tmp_path):
     csv.write_text("1,2")
     with pytest.raises(PrposeError, match="unsupported keypoint file type"):
         read_keypoints(csv)
+
+
+def test_npz_pose3d_is_passed_through_and_checked(tmp_path):
+    path = tmp_path / "poses.npz"
+    pose3d = np.random.default_rng(0).normal(size=(2, 17, 3))
+    np.savez(path, keypoints=np.ones((2, 13, 2)), pose3d=pose3d)
+    np.testing.assert_allclose(read_keypoints(path).pose3d, pose3d, rtol=1e-6)
+    np.savez(path, keypoints=np.ones((2, 13, 2)), pose3d=pose3d[:1])
+    with pytest.raises(PrposeError, match="'pose3d' has shape"):
+        read_keypoints(path)

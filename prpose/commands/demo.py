@@ -46,6 +46,7 @@ def _write_queries(data_dir: pathlib.Path, out: pathlib.Path, count: int) -> Non
         keypoints=np.asarray(dataset.keypoints2d[rows, camera]),
         scores=np.asarray(dataset.visibility[rows, camera], np.float32),
         profile="h36m17",
+        pose3d=np.asarray(dataset.poses3d[rows]),  # the truth, so `query` can show how close each match is
     )
     print(f"\nwrote {count} query poses (test split, camera {dataset.camera_names[camera]}) to {out}")
 
@@ -58,7 +59,7 @@ def main(args) -> int:
     start = time.perf_counter()
     _run(["prep", "synthetic", "--out", str(data), "--sequences", str(args.sequences), "--overwrite"])
     _run(["train", "--config", args.config, "--data", str(data), "--out", str(run),
-          "--set", f"steps={args.steps}", "--overwrite"])
+          "--set", f"steps={args.steps}"])
     _run(["index", "build", "--model", str(run), "--data", str(data), "--out", str(index),
           "--split", "train", "--overwrite"])
     _write_queries(data, queries, args.queries)

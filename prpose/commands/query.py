@@ -8,6 +8,8 @@ import pathlib
 
 import numpy as np
 
+MATCH_KAPPA = 0.1  # two poses match in 3D when their NP-MPJPE is below this (the protocol's kappa)
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", required=True, help="index directory (written by `prpose index build`)")
@@ -32,18 +34,36 @@ def _model_dir(index_dir: pathlib.Path, override: str | None) -> str:
     return json.loads(ref.read_text())["run_dir"]
 
 
-def _table(ids, result, k) -> str:
+def _pose_errors(pose3d, result) -> np.ndarray | None:
+    """NP-MPJPE (Q, k) of every hit's 3D pose to the query's true 3D pose, when both are known."""
+    if pose3d is None or "pose3d" not in result.metadata:
+        return None
+    from prpose.normalize import normalize_3d
+    from prpose.procrustes import np_mpjpe
+
+    hits, _ = normalize_3d(result.metadata["pose3d"])
+    truth, _ = normalize_3d(pose3d)
+    errors = np.asarray(np_mpjpe(hits, np.asarray(truth)[:, None]))
+    return np.where(result.ids >= 0, errors, np.nan)
+
+
+def _table(ids, result, k, errors) -> str:
     lines = []
     for q, query_id in enumerate(ids):
         lines.append(f"query {q} ({query_id})")
-        lines.append(f"  {'rank':>4}  {'P(match)':>8}  {'source':<10} {'sequence':<44} {'frame':>6}  camera")
+        lines.append(f"  {'rank':>4}  {'P(match)':>8}  {'source':<10} {'sequence':<44} {'frame':>6}  "
+                     f"{'camera':<10}" + ("  NP-MPJPE to truth" if errors is not None else ""))
         for rank, hit in enumerate(result.rows(q)[:k], start=1):
-            lines.append(f"  {rank:>4}  {hit['probability']:8.4f}  {str(hit.get('source', '')):<10} "
-                         f"{str(hit.get('sequence', ''))[-44:]:<44} {hit.get('frame', ''):>6}  {hit.get('camera', '')}")
+            line = (f"  {rank:>4}  {hit['probability']:8.4f}  {str(hit.get('source', '')):<10} "
+                    f"{str(hit.get('sequence', ''))[-44:]:<44} {hit.get('frame', ''):>6}  {hit.get('camera', ''):<10}")
+            if errors is not None:
+                error = errors[q, rank - 1]
+                line += f"  {error:.3f} {'(match)' if error < MATCH_KAPPA else ''}"
+            lines.append(line)
     return "\n".join(lines)
 
 
-def _plot(path, poses, result, k) -> None:
+def _plot(path, poses, result, k, errors) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,11 +82,14 @@ def _plot(path, poses, result, k) -> None:
             ax = axes[q, j + 1]
             if "keypoints2d" in hit:
                 draw_skeleton(ax, np.asarray(hit["keypoints2d"]), "h36m17", visible=np.asarray(hit.get("visible")))
-            ax.set_title(f"#{j + 1} P={hit['probability']:.2f}\n{str(hit.get('sequence', ''))[-22:]} "
-                         f"f{hit.get('frame', '')} {hit.get('camera', '')}", fontsize=7)
+            truth = "" if errors is None else f"  3D err {errors[q, j]:.2f}"
+            ax.set_title(f"#{j + 1} P={hit['probability']:.2f}{truth}\n{str(hit.get('sequence', ''))[-22:]} "
+                         f"f{hit.get('frame', '')} {hit.get('camera', '')}", fontsize=7,
+                         color="black" if errors is None or errors[q, j] < MATCH_KAPPA else "firebrick")
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("query (left) and its best matches in 3D (blue = left limbs, red = right)", fontsize=10)
+    fig.suptitle("query (left) and its best matches in 3D (blue = left limbs, red = right"
+                 + ("; red title = not a 3D match" if errors is not None else "") + ")", fontsize=10)
     fig.tight_layout()
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -88,15 +111,18 @@ def main(args) -> int:
     emb = model.embed(poses.keypoints, profile=poses.profile, scores=poses.scores,
                       score_threshold=args.score_threshold)
     result = index.search(emb.mean, emb.samples, args.k)
+    errors = _pose_errors(poses.pose3d, result)
     if args.json:
         out = [{"query": q, "id": poses.ids[q],
                 "matches": [{name: value for name, value in hit.items()
-                             if name not in ("pose3d", "keypoints2d", "visible")} for hit in result.rows(q)]}
+                             if name not in ("pose3d", "keypoints2d", "visible")}
+                            | ({} if errors is None else {"np_mpjpe_to_truth": float(errors[q, j])})
+                            for j, hit in enumerate(result.rows(q))]}
                for q in range(len(poses.ids))]
         print(json.dumps(out, indent=1, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     else:
-        print(_table(poses.ids, result, args.k))
+        print(_table(poses.ids, result, args.k, errors))
     if args.plot:
-        _plot(args.plot, poses, result, args.k)
+        _plot(args.plot, poses, result, args.k, errors)
         print(f"wrote {args.plot}")
     return 0
