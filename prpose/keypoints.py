@@ -17,6 +17,8 @@ import dataclasses
 
 import numpy as np
 
+from prpose.errors import PrposeError
+
 
 @dataclasses.dataclass(frozen=True)
 class KeypointProfile:
@@ -167,7 +169,7 @@ def get_profile(profile: str | KeypointProfile) -> KeypointProfile:
     try:
         return PROFILES[profile]
     except KeyError:
-        raise ValueError(
+        raise PrposeError(
             f"unknown keypoint profile {profile!r}; known profiles: {', '.join(sorted(PROFILES))}"
         ) from None
 
@@ -180,7 +182,7 @@ def conversion_indices(source: str | KeypointProfile, target: str | KeypointProf
     src, dst = get_profile(source), get_profile(target)
     missing = [j for j in dst.joints if j not in src.joints]
     if missing:
-        raise ValueError(
+        raise PrposeError(
             f"cannot convert keypoints from {src.name!r} to {dst.name!r}: "
             f"{src.name!r} lacks joint(s) {', '.join(missing)}"
         )
@@ -199,7 +201,7 @@ def convert(keypoints, source: str | KeypointProfile, target: str | KeypointProf
     """
     src = get_profile(source)
     if keypoints.shape[axis] != src.num_joints:
-        raise ValueError(
+        raise PrposeError(
             f"keypoints have {keypoints.shape[axis]} joints on axis {axis} (shape {tuple(keypoints.shape)}), "
             f"but profile {src.name!r} has {src.num_joints}"
         )
