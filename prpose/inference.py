@@ -50,15 +50,25 @@ def build_model(model_config, window: int = 1, seed: int = 0):
     return Embedder(model_config, rngs=rngs)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples"))
-def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int):
-    """Eval-mode embedding of one padded chunk: (M, 13, 2), (M, 13) -> mean, stddev (M, D), samples (M, K, D)."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "normalize"))
+def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int, normalize: bool):
+    """Eval-mode embedding of one padded chunk, normalisation included (so every step is bucketed).
+
+    keypoints (M, 13, 2) raw input13 (or already normalised when ``normalize`` is False), visible (M, 13)
+    -> mean, stddev (M, D), samples (M, K, D), valid (M,) (False where normalisation failed).
+    """
+    from prpose.normalize import normalize_2d
+
+    if normalize:
+        keypoints, valid = normalize_2d(keypoints, visible)
+    else:
+        valid = jnp.ones(keypoints.shape[:1], bool)
     model = nnx.merge(graphdef, state)
     mean, stddev = model(keypoints, visible)
     rows = row_offset + jnp.arange(keypoints.shape[0])
     keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(rows)
     eps = jax.vmap(lambda k: jax.random.normal(k, (num_samples, mean.shape[-1]), mean.dtype))(keys)
-    return mean, stddev, mean[:, None, :] + stddev[:, None, :] * eps
+    return mean, stddev, mean[:, None, :] + stddev[:, None, :] * eps, valid
 
 
 class PoseEmbedder:
@@ -144,23 +154,27 @@ class PoseEmbedder:
             v13 = kp.convert(visible, prof, "input13", axis=-1)
         except ValueError as e:
             raise PrposeError(f"embed: {e}") from None
-        from prpose.normalize import normalize_2d
-
-        normalized, valid = normalize_2d(k13, None if v13.all() else v13)
-        valid = np.asarray(valid)
+        out, valid = self._run(k13, v13, key, normalize=True)
         if not valid.all():
             rows = np.flatnonzero(~valid)
             raise PrposeError(f"embed: {rows.size} pose(s) cannot be normalised (collapsed torso or fewer than two "
                               f"visible torso joints): rows {rows[:10].tolist()}{' ...' if rows.size > 10 else ''}")
-        return self.embed_normalized(np.asarray(normalized), v13, key=key)
+        return out
 
     def embed_normalized(self, keypoints13, visible=None, key=None) -> Embeddings:
         """Embed already normalised input13 keypoints (N, 13, 2) with an optional (N, 13) bool mask."""
         x = np.asarray(keypoints13, np.float32)
+        if x.ndim != 3 or x.shape[1:] != (13, 2):
+            raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, 13, 2)")
+        vis = np.ones(x.shape[:2], bool) if visible is None else np.asarray(visible, bool)
+        return self._run(x, vis, key, normalize=False)[0]
+
+    def _run(self, x, vis, key, *, normalize: bool):
+        """Chunks of ``batch_size``, the last padded to a power-of-two bucket; returns (Embeddings, valid)."""
         n = x.shape[0]
-        vis = np.ones((n, 13), bool) if visible is None else np.asarray(visible, bool)
         key = jax.random.key(0) if key is None else key
-        means, stds, samples = [], [], []
+        # Without missing keypoints the mask is all True: normalize_2d then equals its unmasked form.
+        means, stds, samples, valids = [], [], [], []
         for start in range(0, n, self.batch_size):
             stop = min(n, start + self.batch_size)
             m = stop - start
@@ -168,14 +182,15 @@ class PoseEmbedder:
             xp = np.zeros((bucket, 13, 2), np.float32)
             vp = np.ones((bucket, 13), bool)
             xp[:m], vp[:m] = x[start:stop], vis[start:stop]
-            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples)
-            means.append(np.asarray(out[0])[:m]), stds.append(np.asarray(out[1])[:m])
-            samples.append(np.asarray(out[2])[:m])
+            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples, normalize)
+            out = jax.device_get(out)
+            means.append(out[0][:m]), stds.append(out[1][:m]), samples.append(out[2][:m]), valids.append(out[3][:m])
         if n == 0:
             d, k = self.embedding_dim, self.num_samples
             return Embeddings(np.zeros((0, d), np.float32), np.zeros((0, d), np.float32),
-                              np.zeros((0, k, d), np.float32))
-        return Embeddings(np.concatenate(means), np.concatenate(stds), np.concatenate(samples))
+                              np.zeros((0, k, d), np.float32)), np.zeros((0,), bool)
+        return (Embeddings(np.concatenate(means), np.concatenate(stds), np.concatenate(samples)),
+                np.concatenate(valids))
 
     def __repr__(self) -> str:
         return (f"PoseEmbedder(fingerprint={self.fingerprint!r}, step={self.step}, D={self.embedding_dim}, "
