@@ -44,7 +44,7 @@ from jax.sharding import PartitionSpec as P
 from prpose import checkpoint as ckpt
 from prpose.config import TrainConfig, load_config, model_fingerprint_dict, save_config
 from prpose.errors import PrposeError
-from prpose.inference import PoseEmbedder, build_model
+from prpose.inference import PoseEmbedder, build_model, init_split
 from prpose.pairs import TrainArrays, load_train_arrays, sample_batch, sample_windows
 
 METRICS_FILE = "metrics.jsonl"
@@ -96,23 +96,19 @@ def create_train_state(config: TrainConfig, tx: optax.GradientTransformation):
 
     Initialisation runs under one jit (eager nnx init dispatches op by op: seconds on 2 cores).
     """
-    abstract = nnx.eval_shape(lambda: build_model(config.model, config.window, seed=config.seed))
+    abstract = nnx.eval_shape(lambda: build_model(config.model, config.window, config.seed))
     abstract.eval()
     eval_graphdef = nnx.graphdef(abstract)
-    abstract.train()
-    graphdef = nnx.graphdef(abstract)
+    graphdef, params, batch_stats, rng_state = init_split(config.model, config.window, config.seed, train=True)
 
     @jax.jit
-    def init():
-        model = build_model(config.model, config.window, seed=config.seed)
-        model.train()
-        _, params, batch_stats, rng_state = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    def init(params, batch_stats, rng_state):
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                            rng_state=rng_state, opt_state=tx.init(params), key=jax.random.key(config.seed))
         ema = {"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, batch_stats)}
         return state, ema
 
-    state, ema = init()
+    state, ema = init(params, batch_stats, rng_state)
     return graphdef, eval_graphdef, state, ema
 
 
