@@ -65,7 +65,9 @@ def main(args) -> int:
     except (PrposeError, ValueError, OSError) as e:
         print(f"prpose train: error: {e}", file=sys.stderr)
         return 2
-    summary = f"done: step {last.get('step')}, loss {last.get('loss', float('nan')):.4f}"
+    summary = f"done: step {last.get('step')}"
+    if "loss" in last:
+        summary += f", loss {last['loss']:.4f}"
     if "eval" in last:
         summary += f", {last['eval']['split']} Hit@1 {100 * last['eval']['hit@1']:.1f}"
     print(summary + f"; run directory {args.out}")

@@ -304,6 +304,11 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     if resume:
         _truncate_metrics(workdir / METRICS_FILE, start)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
+    if start >= end:
+        log(f"nothing to do: the checkpoint is at step {start} and the run ends at step {end} "
+            "(raise train.steps to continue)")
+        saver.close()
+        return {"step": start}
 
     step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
                                         data_sharding=data_sharding if n_dev > 1 else None),
