@@ -334,12 +334,14 @@ def hits_from_errors(errors: np.ndarray, ks: Sequence[int], kappa: float) -> np.
 
 def pairwise_np_mpjpe_chunked(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
     """[i, j] = NP-MPJPE of a[i] aligned onto b[j]; a (N, 17, 3), b (M, 17, 3) -> (N, M), chunked over N."""
+    from eval.baselines import pad_rows
     from prpose.procrustes import pairwise_np_mpjpe
 
     out = np.empty((a.shape[0], b.shape[0]), np.float64)
-    b32 = np.asarray(b, np.float32)
+    b32 = pad_rows(np.asarray(b, np.float32))  # few distinct shapes: each new one is an XLA compile
     for s in range(0, a.shape[0], chunk):
-        out[s:s + chunk] = np.asarray(pairwise_np_mpjpe(np.asarray(a[s:s + chunk], np.float32), b32))
+        part = np.asarray(a[s:s + chunk], np.float32)
+        out[s:s + chunk] = np.asarray(pairwise_np_mpjpe(pad_rows(part), b32))[:len(part), :b.shape[0]]
     return out
 
 
