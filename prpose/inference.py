@@ -67,6 +67,13 @@ def init_split(model_config, window: int = 1, seed: int = 0, *, train: bool = Fa
     return graphdef, params, batch_stats, rest
 
 
+@functools.lru_cache(maxsize=8)
+def _eval_template(model_config, window: int):
+    """(eval graphdef, non-param state) of a model config, built once: training validates repeatedly."""
+    graphdef, _, _, rest = init_split(model_config, window)
+    return graphdef, rest
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "normalize"))
 def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int, normalize: bool):
     """Eval-mode embedding of one padded chunk, normalisation included (so every step is bucketed).
@@ -120,7 +127,7 @@ class PoseEmbedder:
     def from_state(cls, config, params, batch_stats, *, fingerprint: str, step: int | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE) -> "PoseEmbedder":
         """Build from in-memory weights (training's validation uses the live EMA)."""
-        graphdef, _, _, rest = init_split(config.model, config.window)
+        graphdef, rest = _eval_template(config.model, config.window)
         state = nnx.merge_state(params, batch_stats, rest)
         return cls(config, graphdef, state, fingerprint=fingerprint, step=step, batch_size=batch_size)
 
