@@ -178,7 +178,8 @@ def _cpu() -> TrainConfig:
     # Chosen from measurement on the shared 2-core machine (mocap val split, 837 frames, 1,500-step probes at
     # width 256 / batch 128): Adam 3e-3 with warm-up + cosine reached val Hit@1 78.1,
     # Adam 1e-3 71.8, the authors' Adagrad 0.02 39.3. Width 256 runs ~20 steps/s there even under heavy load,
-    # so 20k steps plus 4 validations fit in about 25 minutes.
+    # The full preset then ran in 705 s there (load 5-10) and reached val Hit@1 93.6 / Hit@10 99.4, and on the
+    # test split (every 10th frame) Hit@1 94.3 / @10 99.4 / @20 99.7 by match distance.
     return TrainConfig(
         model=_replace(ModelConfig(), "model", width=256, num_blocks=2, embedding_dim=16, num_samples=20),
         batch_size=128,
