@@ -54,6 +54,21 @@ def _top_k_chunk(q_mean, q_samples, x_mean, x_samples, a, b, s, maxk: int, ranki
     return jax.lax.top_k(-dist, maxk)[1]
 
 
+@functools.partial(jax.jit, static_argnames=("maxk", "candidates"))
+def _top_k_rerank_chunk(q_mean, q_samples, x_mean, x_samples, a, b, s, maxk: int, candidates: int):
+    """Top ``maxk`` by match distance among the ``candidates`` nearest entries by L2 of means: (Q, maxk)."""
+    from prpose.matching import match_distance
+
+    l2 = jnp.sum(q_mean ** 2, -1)[:, None] - 2.0 * q_mean @ x_mean.T + jnp.sum(x_mean ** 2, -1)[None, :]
+    cand = jax.lax.top_k(-l2, candidates)[1]  # (Q, C)
+    q, c = cand.shape
+    k, d = q_samples.shape[1:]
+    queries = jnp.broadcast_to(q_samples[:, None], (q, c, k, d)).reshape(q * c, k, d)
+    dist = match_distance(queries, x_samples[cand].reshape(q * c, -1, d), a, b, s).reshape(q, c)
+    order = jax.lax.top_k(-dist, maxk)[1]
+    return jnp.take_along_axis(cand, order, axis=1)
+
+
 @jax.jit
 def _np_mpjpe_rows(query_poses, retrieved_poses):
     """query (Q, 17, 3), retrieved (Q, k, 17, 3) -> (Q, k) NP-MPJPE of each retrieved pose onto its query."""
@@ -74,6 +89,7 @@ def cross_view_hit_at_k(
     match_params=None,
     max_frames: int | None = None,
     cameras=None,
+    candidates: int | None = None,
 ) -> dict:
     """Cross-view Hit@k of an embedding function on one split.
 
@@ -90,6 +106,8 @@ def cross_view_hit_at_k(
       match_params: (a, b, smoothing) of the model (``PoseEmbedder.match_params``); required for "match".
       max_frames: after ``every``, keep at most this many frames, evenly spaced.
       cameras: optional list of camera slots to evaluate (default all).
+      candidates: with ranking="match", rank by match distance only the ``candidates`` nearest entries by L2 of
+        the means (two-stage, like the pose index; ~N/candidates times cheaper); None = exact over all entries.
     Returns:
       dict with "hit@k" (mean over ordered pairs) for every k, "per_pair" (list of dicts with query/index
       camera names and their hit@k), "num_frames", "dropped_frames", "num_pairs", "split", "kappa", "ranking".
@@ -140,7 +158,11 @@ def cross_view_hit_at_k(
     k_samples = samples[0].shape[1]
     a, b, s = (match_params if match_params is not None else (1.0, 0.0, 0.0))
     a, b, s = jnp.float32(a), jnp.float32(b), jnp.float32(s)
-    chunk = max(1, min(n, _ELEMENT_BUDGET // max(1, n * k_samples * k_samples)))
+    rerank = ranking == "match" and candidates is not None and maxk <= candidates < n
+    if candidates is not None and candidates < 1:
+        raise PrposeError(f"cross_view_hit_at_k: candidates={candidates!r}, expected a positive integer or None")
+    width = candidates if rerank else n
+    chunk = max(1, min(n, _ELEMENT_BUDGET // max(1, width * k_samples * k_samples)))
 
     names = list(getattr(dataset, "camera_names", [str(c) for c in range(num_cameras)]))
     per_pair = []
@@ -151,8 +173,11 @@ def cross_view_hit_at_k(
             hits = np.zeros((len(ks),), np.int64)
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                top = _top_k_chunk(means[qi][start:stop], samples[qi][start:stop], means[xi], samples[xi],
-                                   a, b, s, maxk=maxk, ranking=ranking)
+                args = (means[qi][start:stop], samples[qi][start:stop], means[xi], samples[xi], a, b, s)
+                if rerank:
+                    top = _top_k_rerank_chunk(*args, maxk=maxk, candidates=int(candidates))
+                else:
+                    top = _top_k_chunk(*args, maxk=maxk, ranking=ranking)
                 err = np.asarray(_np_mpjpe_rows(poses[start:stop], poses[top]))  # (q, maxk)
                 match = np.logical_or.accumulate(err < kappa, axis=1)  # match[:, j]: a hit within the top j+1
                 hits += np.array([match[:, k - 1].sum() for k in ks])
@@ -162,7 +187,7 @@ def cross_view_hit_at_k(
 
     result = {f"hit@{k}": float(np.mean([p[f"hit@{k}"] for p in per_pair])) for k in ks}
     result.update(per_pair=per_pair, num_frames=n, dropped_frames=dropped, num_pairs=len(per_pair),
-                  split=split, kappa=float(kappa), ranking=ranking)
+                  split=split, kappa=float(kappa), ranking=ranking, candidates=candidates if rerank else None)
     return result
 
 

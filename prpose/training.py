@@ -232,7 +232,7 @@ def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: s
     return cross_view_hit_at_k(
         lambda k: embedder.embed(k, profile="h36m17"), dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa,
         ranking=config.eval_ranking, every=config.eval_every_frame, match_params=embedder.match_params,
-        max_frames=config.eval_max_frames or None)
+        max_frames=config.eval_max_frames or None, candidates=config.eval_candidates or None)
 
 
 def _eval_split(dataset, preferred: str) -> str | None:

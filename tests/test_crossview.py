@@ -124,3 +124,28 @@ def test_bad_arguments_are_clear_errors(dataset):
         cross_view_hit_at_k(fn, dataset, "test", ranking="l2", every=0)
     with pytest.raises(PrposeError, match="embed_fn must return"):
         cross_view_hit_at_k(lambda k: "nope", dataset, "test", ks=(1,), ranking="l2")
+
+
+def test_two_stage_match_ranking_equals_exact_when_means_order_it(dataset):
+    # Zero-spread samples: the match distance is monotone in the distance of the means, so re-ranking any
+    # candidate set that contains the true top k gives exactly the exhaustive ranking.
+    n = dataset.indices(split="test").size
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(3, n, 4)).astype(np.float32)
+    calls = {"i": 0}
+
+    def embed(keypoints):
+        mean = codes[calls["i"] % 3]
+        calls["i"] += 1
+        return mean, np.ones_like(mean), np.repeat(mean[:, None], 2, axis=1)
+
+    kw = dict(ks=(1, 3), ranking="match", match_params=(1.0, 0.0, 0.1))
+    exact = cross_view_hit_at_k(embed, dataset, "test", **kw)
+    assert exact["candidates"] is None
+    for c in (3, 5, n - 1):
+        two = cross_view_hit_at_k(embed, dataset, "test", candidates=c, **kw)
+        assert two["candidates"] == c
+        assert [p["hit@1"] for p in two["per_pair"]] == [p["hit@1"] for p in exact["per_pair"]]
+        assert [p["hit@3"] for p in two["per_pair"]] == [p["hit@3"] for p in exact["per_pair"]]
+    with pytest.raises(PrposeError, match="candidates=0"):
+        cross_view_hit_at_k(embed, dataset, "test", candidates=0, **kw)
