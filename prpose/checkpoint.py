@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import logging
 import os
 import pathlib
@@ -189,8 +190,10 @@ def restore_ema(run_dir: str | os.PathLike, ema_template, step: int | None = Non
     step = latest_step(run_dir) if step is None else step
     if step is None:
         raise PrposeError(f"{checkpoint_dir(run_dir)}: no complete checkpoint found")
-    options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
-    manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=_ITEMS)
+    # A read-only manager makes Orbax warn (via absl) that it will not save: true and useless to a user.
+    with _quiet_absl():
+        options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
+        manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=_ITEMS)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(
             ema=ocp.args.StandardRestore(_abstract(to_storable(ema_template))),
@@ -200,6 +203,17 @@ def restore_ema(run_dir: str | os.PathLike, ema_template, step: int | None = Non
     finally:
         manager.close()
     return step, from_storable(restored["ema"], ema_template), dict(restored["meta"])
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def _abstract(tree):
