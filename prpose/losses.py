@@ -34,6 +34,8 @@ class LossConfig:
     embedding: "probabilistic" (Pr-VIPE) or "l2" (the deterministic L2-VIPE ablation: means only,
         plain L2 triplet loss with `l2_margin`; the positive and KL terms are not used).
     l2_margin: margin of the L2-VIPE triplet loss, in embedding units.
+    labels_visible_only: with keypoint occlusion in training, compare 3D labels for mining on the joints the
+        anchor's 2D input shows (IJCV): a pose hidden below the waist matches any legs.
     """
 
     beta: float = 2.0
@@ -45,6 +47,7 @@ class LossConfig:
     mining: str = "semi_hard"
     embedding: str = "probabilistic"
     l2_margin: float = 1.0
+    labels_visible_only: bool = False
 
     def __post_init__(self):
         def bad(field, expected):
@@ -67,6 +70,8 @@ class LossConfig:
             bad("mining", f"one of {STRATEGIES}")
         if self.embedding not in ("probabilistic", "l2"):
             bad("embedding", "'probabilistic' or 'l2'")
+        if not isinstance(self.labels_visible_only, bool):
+            bad("labels_visible_only", "true or false")
 
 
 def _active_mean(per_triplet, valid):

@@ -146,20 +146,23 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
         flat2d, flat3d = x2d.reshape(-1, 13, 2), batch.poses3d.reshape(-1, 17, 3)
         if aug.projection_probability > 0:
             flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead)
-        visible = None
+        visible, visible3d = None, None
         if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
             occ = occlude_keypoints(flat2d, k_occ, aug)
             flat2d = occ.keypoints
             visible = occ.visible.reshape(*lead, 13) if aug.emit_visibility else None
-        return flat2d.reshape(*lead, 13, 2), visible
+            visible3d = occ.visible3d.reshape(*lead, 17)
+        return flat2d.reshape(*lead, 13, 2), visible, visible3d
 
-    anchor2d, anchor_vis = views(batch.anchor2d, k_aug_a, k_occ_a)
-    positive2d, positive_vis = views(batch.positive2d, k_aug_p, k_occ_p)
+    anchor2d, anchor_vis, anchor_vis3d = views(batch.anchor2d, k_aug_a, k_occ_a)
+    positive2d, positive_vis, _ = views(batch.positive2d, k_aug_p, k_occ_p)
     inputs = jnp.concatenate([anchor2d, positive2d])
     visible = None if anchor_vis is None else jnp.concatenate([anchor_vis, positive_vis])
 
-    # 3. Labels for mining: (B, B) NP-MPJPE between the 3D poses (window: averaged over frames). No gradient.
-    pose_distances = jax.lax.stop_gradient(pose_distance_matrix(batch.poses3d))
+    # 3. Labels for mining: (B, B) NP-MPJPE between the 3D poses (window: averaged over frames), optionally
+    # on the joints the anchors show. No gradient.
+    joint_mask = anchor_vis3d if config.loss.labels_visible_only else None
+    pose_distances = jax.lax.stop_gradient(pose_distance_matrix(batch.poses3d, joint_mask))
 
     # 4. Loss and gradients. Anchors and positives go through the model in one call: shared weights.
     def loss_fn(params, batch_stats, rng_state):

@@ -192,3 +192,14 @@ def test_temporal_windows_train(data_dir, tmp_path):
     assert any("temporal runs are not validated" in m for m in messages)
     state, _ = final_state(tmp_path / "temporal", config)
     assert int(state.step) == 10
+
+
+def test_occlusion_with_visible_joint_labels_and_mask_input_trains(data_dir, tmp_path):
+    """Keypoint dropout (random + structured), the visibility mask as input, labels on visible joints only."""
+    config = from_overrides("tiny", TINY + [
+        "train.steps=10", "augment.dropout_p_apply=0.5", "augment.structured_probability=0.5",
+        "augment.emit_visibility=true", "model.mask_mode=both", "loss.labels_visible_only=true"])
+    last = train_and_evaluate(config, data_dir, tmp_path / "occluded", progress=False, log=lambda m: None,
+                              compiler_options=FAST)
+    assert last["step"] == 10 and np.isfinite(last["loss"])
+    assert 0.0 < last["valid_fraction"] <= 1.0
