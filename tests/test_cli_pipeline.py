@@ -126,3 +126,12 @@ def test_index_build_refuses_to_overwrite(pipeline, capsys):
     code = main(["index", "build", "--model", str(pipeline / "run"), "--data", str(pipeline / "data"),
                  "--out", str(pipeline / "index")])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "tiny", "--steps", "20", "--sequences", "10",
+                 "--queries", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "demo finished" in printed and "NP-MPJPE to truth" in printed
+    assert (out / "matches.png").read_bytes()[:4] == b"\x89PNG"
