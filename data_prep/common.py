@@ -40,6 +40,9 @@ class SequenceInput:
       source: where it came from ("h36m", "synthetic", "cmu", ...).
       poses3d: (T, 17, 3) h36m17 world metres, Z-up.
       frames: (T,) int frame indices within the sequence; None -> 0..T-1.
+      detections2d: optional (T, C, 17, 2) detector pixels in h36m17 order, one column per camera of the rig
+        (a second 2D source stored beside the projection; format version 2).
+      detections_visible: (T, C, 17) bool, required with ``detections2d`` (False: joint not detected).
     """
 
     name: str
@@ -47,6 +50,8 @@ class SequenceInput:
     source: str
     poses3d: np.ndarray
     frames: np.ndarray | None = None
+    detections2d: np.ndarray | None = None
+    detections_visible: np.ndarray | None = None
 
 
 RigSpec = Union[Sequence[Camera], Mapping[str, Sequence[Camera]], Callable[[SequenceInput], Sequence[Camera]]]
@@ -155,6 +160,21 @@ def _check_fractions(fractions):
         raise PrposeError(f"split fractions must be 3 non-negative numbers (train, val, test) summing to 1; got {list(fractions)}")
 
 
+def _check_detections(seq: SequenceInput, t: int, c: int) -> None:
+    if seq.detections2d is None:
+        if seq.detections_visible is not None:
+            raise PrposeError(f"sequence {seq.name!r}: detections_visible given without detections2d")
+        return
+    det, vis = np.asarray(seq.detections2d), np.asarray(seq.detections_visible)
+    if det.shape != (t, c, 17, 2) or vis.shape != (t, c, 17) or vis.dtype != np.bool_:
+        raise PrposeError(f"sequence {seq.name!r}: detections have shapes {det.shape} and {vis.shape} ({vis.dtype}); "
+                          f"expected ({t}, {c}, 17, 2) and bool ({t}, {c}, 17)")
+    bad = ~np.isfinite(det[vis])
+    if bad.any():
+        raise PrposeError(f"sequence {seq.name!r}: {int(bad.sum())} non-finite visible detection value(s); "
+                          "mark them invisible")
+
+
 def _rig_of(seq: SequenceInput, rig: RigSpec) -> list[Camera]:
     if callable(rig) and not isinstance(rig, Mapping):
         return list(rig(seq))
@@ -207,7 +227,9 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
         frames = np.arange(len(poses)) if seq.frames is None else np.asarray(seq.frames)
         if frames.shape != (len(poses),) or (frames.size and frames.dtype.kind not in "iu"):
             raise PrposeError(f"sequence {seq.name!r}: frames have shape {frames.shape} dtype {frames.dtype}; expected ({len(poses)},) integers")
-        plan.append((seq, poses, frames, _rig_of(seq, rig), _split_of(seq, split)))
+        cams = _rig_of(seq, rig)
+        _check_detections(seq, len(poses), len(cams))
+        plan.append((seq, poses, frames, cams, _split_of(seq, split)))
     rigs: list[list[Camera]] = []
     rig_ids: dict[tuple, int] = {}
     for seq, _, _, cams, _ in plan:
@@ -233,6 +255,10 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
         "rig_index": np.empty(n, np.int16),
         "frame": np.empty(n, np.int32),
     }
+    with_detections = any(seq.detections2d is not None for seq in sequences)
+    if with_detections:  # sequences without detections get invisible zeros
+        out["detections2d"] = np.zeros((n, c, 17, 2), np.float32)
+        out["detections_visible"] = np.zeros((n, c, 17), bool)
     labels = {k: [] for k in ("source", "subject", "sequence", "split")}
     start = 0
     for seq, poses, frames, cams, split_name in tqdm(plan, desc="projecting", unit="seq", disable=not progress):
@@ -241,6 +267,9 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
         out["keypoints2d"][start:end], out["visibility"][start:end] = project_to_rig(poses, cams)
         out["rig_index"][start:end] = rig_ids[tuple(cams)]
         out["frame"][start:end] = frames
+        if seq.detections2d is not None:
+            out["detections2d"][start:end] = seq.detections2d
+            out["detections_visible"][start:end] = seq.detections_visible
         for key, value in (("source", seq.source), ("subject", seq.subject), ("sequence", seq.name), ("split", split_name)):
             labels[key].append((value, len(poses)))
         start = end
@@ -253,13 +282,18 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
 
 def write_sequences(out_dir: str | os.PathLike, sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec, *,
                     info: Mapping[str, Any] | None = None, overwrite: bool = False,
-                    progress: bool = True) -> PreparedDataset:
+                    progress: bool = True, detections: Mapping[str, Any] | None = None) -> PreparedDataset:
     """``assemble`` + atomic ``write_dataset`` + reload (validates what was written). Returns the dataset.
 
-    The output path is checked first, so a refused target fails before any projection work.
+    The output path is checked first, so a refused target fails before any projection work. ``detections``
+    is the manifest entry (``{"detector", "profile", ...}``), required when sequences carry detections.
     """
     check_target(out_dir, overwrite)
     arrays = assemble(sequences, rig, split, progress=progress)
+    if "detections2d" in arrays:
+        arrays["detections"] = detections
+    elif detections is not None:
+        raise PrposeError("write_sequences: a detections entry was given but no sequence has detections")
     write_dataset(out_dir, **arrays, info=dict(info or {}), overwrite=overwrite)
     return load_dataset(out_dir)
 
@@ -290,13 +324,18 @@ class ConversionReport:
         return sum(r[2] for r in self.rows)
 
     def table(self, max_rows: int | None = None) -> str:
-        """Fixed-width table: file, frames read, frames converted, status; then totals."""
-        rows = self.rows if max_rows is None else self.rows[:max_rows]
+        """Fixed-width table: file, frames read, frames converted, status; then totals.
+
+        ``max_rows`` limits the rows shown, but rows that are not plain "ok" (skipped, failed, notes) are all
+        shown, so nothing dropped is hidden by the limit.
+        """
+        rows = self.rows if max_rows is None else [
+            r for i, r in enumerate(self.rows) if i < max_rows or r[3] != "ok"]
         width = max([len(r[0]) for r in rows] + [4])
         lines = [f"{'file':<{width}}  {'read':>8}  {'kept':>8}  status"]
         lines += [f"{name:<{width}}  {read:>8,d}  {kept:>8,d}  {status}" for name, read, kept, status in rows]
         if len(rows) < len(self.rows):
-            lines.append(f"... and {len(self.rows) - len(rows)} more files")
+            lines.append(f"... and {len(self.rows) - len(rows)} more files converted without remarks")
         skipped = sum(1 for r in self.rows if r[3].startswith("skipped"))
         lines.append(
             f"total: {len(self.rows)} file(s), {self.frames_read:,d} frames read, {self.frames_kept:,d} converted, "

@@ -12,6 +12,15 @@ Format version 1 (docs/ARCHITECTURE.md, "Prepared dataset"):
 - ``source.npy``, ``subject.npy``, ``sequence.npy``, ``split.npy`` int16 (N,) codes into ``manifest["tables"]``.
 - ``frame.npy`` int32 (N,) frame index within the sequence.
 
+Format version 2 adds optional detector keypoints, a second 2D source beside the projected ground truth
+(written only when a converter has them; a dataset without them is still written as version 1):
+
+- manifest ``"detections": {"detector": str, "profile": str (the detector's own keypoint profile), ...}``.
+- ``detections2d.npy`` float32 (N, C, 17, 2) pixels, converted to h36m17 by joint name.
+- ``detections_visible.npy`` bool (N, C, 17): False for joints the detector lacks, for cameras without
+  detections and for values the detector left non-finite (stored as 0).
+- ``detections_score.npy`` float32 (N, C, 17), only when the detector gives per-joint scores.
+
 Writing is atomic (a temporary directory beside the target, then ``os.replace``), so a reader never sees a
 half-written dataset; loading memory-maps the arrays, so a million-frame dataset opens instantly.
 """
@@ -31,7 +40,7 @@ import numpy as np
 from prpose.errors import PrposeError
 
 FORMAT = "prpose-dataset"
-VERSION = 1
+VERSION = 2  # newest version read and written; datasets without detections are written as version 1
 PROFILE = "h36m17"
 NUM_JOINTS = 17
 SPLITS = ("train", "val", "test")
@@ -49,6 +58,12 @@ _ARRAYS: dict[str, tuple[np.dtype, Any]] = {
     "sequence": (np.dtype(np.int16), lambda n, c: (n,)),
     "split": (np.dtype(np.int16), lambda n, c: (n,)),
     "frame": (np.dtype(np.int32), lambda n, c: (n,)),
+}
+# Optional detector arrays (format version 2), same convention as _ARRAYS.
+_DETECTION_ARRAYS: dict[str, tuple[np.dtype, Any]] = {
+    "detections2d": (np.dtype(np.float32), lambda n, c: (n, c, NUM_JOINTS, 2)),
+    "detections_visible": (np.dtype(np.bool_), lambda n, c: (n, c, NUM_JOINTS)),
+    "detections_score": (np.dtype(np.float32), lambda n, c: (n, c, NUM_JOINTS)),
 }
 _MAX_CODES = int(np.iinfo(np.int16).max) + 1
 
@@ -91,7 +106,7 @@ def _encode_labels(labels: Any, name: str, n: int, table: Sequence[str] | None =
         codes = np.array([lookup[s] for s in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
         table = list(table)
     if len(table) > _MAX_CODES:
-        raise PrposeError(f"write_dataset: {name} has {len(table)} distinct values; format v1 holds at most {_MAX_CODES}")
+        raise PrposeError(f"write_dataset: {name} has {len(table)} distinct values; the format holds at most {_MAX_CODES}")
     return codes.astype(np.int16), table
 
 
@@ -114,6 +129,11 @@ def _check_array(x: Any, name: str, shape: tuple[int, ...], kind: str) -> np.nda
     elif kind == "int" and x.size and x.dtype.kind not in "iu":
         raise PrposeError(f"write_dataset: {name} must be integer; got dtype {x.dtype}")
     return x
+
+
+def _check_detections_entry(entry: Any, where: str) -> None:
+    if not isinstance(entry, Mapping) or not all(isinstance(entry.get(k), str) and entry.get(k) for k in ("detector", "profile")):
+        raise PrposeError(f"{where}: expected a dict with non-empty strings 'detector' and 'profile'; got {entry!r}")
 
 
 def _is_dataset_dir(path: pathlib.Path) -> bool:
@@ -160,6 +180,10 @@ def write_dataset(
     camera_names: Sequence[str],
     info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    detections2d=None,
+    detections_visible=None,
+    detections_score=None,
+    detections: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a prepared dataset directory atomically.
 
@@ -176,6 +200,11 @@ def write_dataset(
       frame: (N,) int frame index within the sequence.
       camera_names: C names of the camera slots (column c of keypoints2d).
       info: free-form JSON-serialisable provenance (converter, arguments, units...).
+      detections2d: optional (N, C, 17, 2) detector pixels in h36m17 order; finite (format version 2).
+      detections_visible: (N, C, 17) bool, required with ``detections2d``.
+      detections_score: optional (N, C, 17) per-joint detector scores.
+      detections: manifest entry, required with ``detections2d``: ``{"detector": str, "profile": str, ...}``
+        plus free-form provenance.
     Raises:
       PrposeError: on any shape/dtype/value problem (nothing is written) or a refused target path.
     """
@@ -198,7 +227,7 @@ def write_dataset(
     if len(rigs) == 0:
         raise PrposeError("write_dataset: rigs is empty; expected at least one rig of cameras")
     if len(rigs) > _MAX_CODES:
-        raise PrposeError(f"write_dataset: {len(rigs)} rigs; format v1 holds at most {_MAX_CODES}")
+        raise PrposeError(f"write_dataset: {len(rigs)} rigs; the format holds at most {_MAX_CODES}")
     rig_dicts = []
     for r, rig in enumerate(rigs):
         if len(rig) != c:
@@ -210,12 +239,24 @@ def write_dataset(
         )
     if n and (frame.min() < 0 or frame.max() > np.iinfo(np.int32).max):
         raise PrposeError(f"write_dataset: frame values span [{frame.min()}, {frame.max()}]; expected int32 >= 0")
+    optional = {}
+    if detections2d is None:
+        if detections_visible is not None or detections_score is not None or detections is not None:
+            raise PrposeError("write_dataset: detections_visible/detections_score/detections given without detections2d")
+    else:
+        _check_detections_entry(detections, "write_dataset: detections")
+        optional["detections2d"] = _check_array(detections2d, "detections2d", (n, c, NUM_JOINTS, 2), "float")
+        if detections_visible is None:
+            raise PrposeError("write_dataset: detections2d given without detections_visible")
+        optional["detections_visible"] = _check_array(detections_visible, "detections_visible", (n, c, NUM_JOINTS), "bool")
+        if detections_score is not None:
+            optional["detections_score"] = _check_array(detections_score, "detections_score", (n, c, NUM_JOINTS), "float")
     codes, tables = {}, {}
     for name, labels in (("source", source), ("subject", subject), ("sequence", sequence), ("split", split)):
         codes[name], tables[name] = _encode_labels(labels, name, n, SPLITS if name == "split" else None)
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 2 if optional else 1,
         "num_frames": int(n),
         "camera_names": camera_names,
         "profile": PROFILE,
@@ -223,6 +264,8 @@ def write_dataset(
         "tables": tables,
         "info": dict(info or {}),
     }
+    if optional:
+        manifest["detections"] = dict(detections)
     try:
         manifest_text = json.dumps(manifest, indent=1)
     except TypeError as e:
@@ -244,6 +287,8 @@ def write_dataset(
         }
         for name, (dtype, _) in _ARRAYS.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype))
+        for name, array in optional.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array, dtype=_DETECTION_ARRAYS[name][0]))
         # The manifest goes last: its presence marks a complete dataset.
         with open(tmp / MANIFEST, "w") as f:
             f.write(manifest_text)
@@ -278,6 +323,10 @@ class PreparedDataset:
       rigs: list[list[Camera]].
       camera_names: list of C names.
       info: the manifest's free-form provenance.
+      detections2d: (N, C, 17, 2) float32 detector pixels (h36m17 order), or None without detections.
+      detections_visible: (N, C, 17) bool, or None.
+      detections_score: (N, C, 17) float32, or None (also when the detector gives no scores).
+      detections_info: the manifest's ``detections`` entry (detector, profile, provenance), or None.
     """
 
     def __init__(self, path: pathlib.Path, manifest: dict, arrays: dict[str, np.ndarray]):
@@ -291,7 +340,16 @@ class PreparedDataset:
         self._codes = {name: arrays[name] for name in LABEL_NAMES}
         self.camera_names: list[str] = list(manifest["camera_names"])
         self.info: dict = manifest.get("info", {})
+        self.detections2d = arrays.get("detections2d")
+        self.detections_visible = arrays.get("detections_visible")
+        self.detections_score = arrays.get("detections_score")
+        self.detections_info: dict | None = manifest.get("detections") if self.detections2d is not None else None
         self._rigs = None
+
+    @property
+    def has_detections(self) -> bool:
+        """True when the dataset stores detector keypoints beside the projected ground truth (version 2)."""
+        return self.detections2d is not None
 
     def __len__(self) -> int:
         return int(self.manifest["num_frames"])
@@ -395,6 +453,17 @@ class PreparedDataset:
             visible = sum(int(np.count_nonzero(self.visibility[s:s + 65536, i])) for s in range(0, n, 65536))
             frac = visible / max(n * NUM_JOINTS, 1)
             lines.append(f"  {cam:<{width}}  {n:>9,d}  {100.0 * frac:5.1f}% visible")
+        if self.has_detections:
+            extra = {k: v for k, v in self.detections_info.items() if k not in ("detector", "profile")}
+            lines.append(f"detections: {self.detections_info['detector']} (profile {self.detections_info['profile']}"
+                         f"{', with scores' if self.detections_score is not None else ''}), keypoints visible:")
+            for i, cam in enumerate(self.camera_names):
+                visible = sum(int(np.count_nonzero(self.detections_visible[s:s + 65536, i])) for s in range(0, n, 65536))
+                lines.append(f"  {cam:<{width}}  {100.0 * visible / max(n * NUM_JOINTS, 1):5.1f}% visible")
+            for key, value in extra.items():
+                lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        else:
+            lines.append("detections: none (projected ground truth only)")
         lines.append("info:")
         if self.info:
             for key, value in self.info.items():
@@ -405,6 +474,19 @@ class PreparedDataset:
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.path)!r}, num_frames={len(self)}, cameras={self.camera_names})"
+
+
+def _load_array(apath: pathlib.Path, dtype: np.dtype, expected: tuple[int, ...]) -> np.ndarray:
+    """Memory-map one .npy file, checking its dtype and shape (never unpickles)."""
+    if not apath.is_file():
+        raise PrposeError(f"{apath}: missing array file")
+    try:
+        arr = np.load(apath, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise PrposeError(f"{apath}: cannot read array ({e})") from None
+    if arr.shape != expected or arr.dtype != dtype:
+        raise PrposeError(f"{apath}: {arr.dtype} array of shape {arr.shape}; expected {dtype} of shape {expected}")
+    return arr
 
 
 def load_dataset(path: str | os.PathLike) -> PreparedDataset:
@@ -453,21 +535,15 @@ def load_dataset(path: str | os.PathLike) -> PreparedDataset:
     for r, rig in enumerate(manifest["rigs"]):
         if len(rig) != c:
             raise PrposeError(f"{mpath}: rig {r} has {len(rig)} cameras; expected {c} (camera_names)")
-    arrays = {}
-    for name, (dtype, shape_fn) in _ARRAYS.items():
-        apath = path / f"{name}.npy"
-        if not apath.is_file():
-            raise PrposeError(f"{apath}: missing array file")
-        try:
-            arr = np.load(apath, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise PrposeError(f"{apath}: cannot read array ({e})") from None
-        expected = shape_fn(n, c)
-        if arr.shape != expected or arr.dtype != dtype:
-            raise PrposeError(
-                f"{apath}: {arr.dtype} array of shape {arr.shape}; expected {dtype} of shape {expected}"
-            )
-        arrays[name] = arr
+    arrays = {name: _load_array(path / f"{name}.npy", dtype, shape_fn(n, c)) for name, (dtype, shape_fn) in _ARRAYS.items()}
+    if "detections" in manifest:
+        if version < 2:
+            raise PrposeError(f"{mpath}: 'detections' needs format version 2; the manifest says version {version}")
+        _check_detections_entry(manifest["detections"], f"{mpath}: 'detections'")
+        for name, (dtype, shape_fn) in _DETECTION_ARRAYS.items():
+            apath = path / f"{name}.npy"
+            if name != "detections_score" or apath.exists():
+                arrays[name] = _load_array(apath, dtype, shape_fn(n, c))
     limits = {"rig": len(manifest["rigs"]), **{name: len(tables[name]) for name in LABEL_NAMES}}
     for name, limit in limits.items():
         a = arrays[name]

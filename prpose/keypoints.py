@@ -9,6 +9,8 @@ Profiles:
   * ``h36m17``: the 17 Human3.6M joints used as 3D labels (indices 0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27
     of the raw 32).
   * ``h36m32``: the raw Human3.6M layout.
+  * ``mpii16``: the Stacked Hourglass detections shipped with 3d-pose-baseline (MPII-style 16 joints in that
+    repository's order; "head" is the top of the head, there is no nose).
 """
 
 from __future__ import annotations
@@ -156,10 +158,32 @@ H36M32 = KeypointProfile(
     ),
 )
 
+# Stacked Hourglass (3d-pose-baseline's SH_NAMES order: RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine,
+# Thorax, Head, RWrist, RElbow, RShoulder, LShoulder, LElbow, LWrist). Their "Foot" is the ankle and "Head" the
+# top of the head, i.e. h36m17's "head" joint; verified on real S9/S11 by projecting the 3D joints
+# (REFERENCE.md, bench/check_h36m.py).
+MPII16 = KeypointProfile(
+    name="mpii16",
+    joints=(
+        "right_ankle", "right_knee", "right_hip",
+        "left_hip", "left_knee", "left_ankle",
+        "pelvis", "spine", "thorax", "head",
+        "right_wrist", "right_elbow", "right_shoulder",
+        "left_shoulder", "left_elbow", "left_wrist",
+    ),
+    edges=_limbs(
+        ("pelvis", "spine", "thorax", "head"),
+        ("pelvis", "right_hip", "right_knee", "right_ankle"),
+        ("pelvis", "left_hip", "left_knee", "left_ankle"),
+        ("thorax", "left_shoulder", "left_elbow", "left_wrist"),
+        ("thorax", "right_shoulder", "right_elbow", "right_wrist"),
+    ),
+)
+
 # The 17 of the raw 32 kept as 3D labels (REFERENCE.md).
 H36M32_TO_H36M17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
-PROFILES: dict[str, KeypointProfile] = {p.name: p for p in (INPUT13, COCO17, H36M17, H36M32)}
+PROFILES: dict[str, KeypointProfile] = {p.name: p for p in (INPUT13, COCO17, H36M17, H36M32, MPII16)}
 
 
 def get_profile(profile: str | KeypointProfile) -> KeypointProfile:
@@ -209,3 +233,27 @@ def convert(keypoints, source: str | KeypointProfile, target: str | KeypointProf
     if isinstance(keypoints, np.ndarray):
         return np.take(keypoints, idx, axis=axis)
     return keypoints.take(idx, axis=axis)
+
+
+def convert_partial(keypoints, source: str | KeypointProfile, target: str | KeypointProfile, axis: int = -2):
+    """Like ``convert``, but target joints that ``source`` lacks are filled with zeros and reported absent.
+
+    Args:
+      keypoints: NumPy array (..., J_source, D) (or joints on ``axis``).
+      source, target: profile names or profiles.
+    Returns:
+      (array (..., J_target, D) float, present (J_target,) bool: False where the source has no such joint).
+    """
+    src, dst = get_profile(source), get_profile(target)
+    x = np.asarray(keypoints)
+    if x.shape[axis] != src.num_joints:
+        raise PrposeError(
+            f"keypoints have {x.shape[axis]} joints on axis {axis} (shape {tuple(x.shape)}), "
+            f"but profile {src.name!r} has {src.num_joints}"
+        )
+    present = np.array([j in src.joints for j in dst.joints])
+    idx = np.array([src.joints.index(j) if j in src.joints else 0 for j in dst.joints], dtype=np.int64)
+    out = np.take(x, idx, axis=axis).astype(np.result_type(x.dtype, np.float32))
+    shape = [1] * out.ndim
+    shape[axis] = dst.num_joints
+    return np.where(present.reshape(shape), out, 0), present

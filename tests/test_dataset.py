@@ -174,8 +174,8 @@ def test_load_rejects_broken_datasets(tmp_path):
         (path / "manifest.json").write_text(json.dumps(m))
 
     p = fresh("newer")
-    edit_manifest(p, version=2)
-    with pytest.raises(PrposeError, match="version 2 is newer than this prpose supports"):
+    edit_manifest(p, version=3)
+    with pytest.raises(PrposeError, match="version 3 is newer than this prpose supports"):
         ds.load_dataset(p)
     p = fresh("fmt")
     edit_manifest(p, format="something-else")
@@ -319,3 +319,106 @@ def test_conversion_report_counts_everything():
     assert "resampled 60->30 fps" in text and "skipped: 3 frames" in text and "FAILED: line 12" in text
     assert text.splitlines()[-1] == "total: 3 file(s), 103 frames read, 50 converted, 1 skipped, 1 failed"
     assert r.failures == 1
+
+
+def _detections(n=7, c=2, seed=1, scores=False):
+    rng = np.random.default_rng(seed)
+    visible = rng.uniform(size=(n, c, 17)) > 0.3
+    visible[:, :, 9] = False  # a detector without a nose
+    out = dict(
+        detections2d=np.where(visible[..., None], rng.uniform(0, 1000, size=(n, c, 17, 2)), 0).astype(np.float32),
+        detections_visible=visible,
+        detections={"detector": "stacked_hourglass", "profile": "mpii16", "files": 3},
+    )
+    if scores:
+        out["detections_score"] = rng.uniform(size=(n, c, 17)).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("scores", [False, True])
+def test_detections_round_trip_as_format_version_2(tmp_path, scores):
+    det = _detections(scores=scores)
+    ds.write_dataset(tmp_path / "d", **_arrays(), **det)
+    d = ds.load_dataset(tmp_path / "d")
+    assert d.manifest["version"] == 2 and d.has_detections
+    np.testing.assert_array_equal(d.detections2d, det["detections2d"])
+    np.testing.assert_array_equal(d.detections_visible, det["detections_visible"])
+    assert d.detections2d.dtype == np.float32 and d.detections_visible.dtype == np.bool_
+    assert d.detections_info == {"detector": "stacked_hourglass", "profile": "mpii16", "files": 3}
+    if scores:
+        np.testing.assert_array_equal(d.detections_score, det["detections_score"])
+    else:
+        assert d.detections_score is None and not (tmp_path / "d" / "detections_score.npy").exists()
+    # The ground-truth 2D is untouched by the second source.
+    np.testing.assert_array_equal(d.keypoints2d, _arrays()["keypoints2d"])
+    text = d.summary()
+    assert "detections: stacked_hourglass (profile mpii16" in text and "files: 3" in text
+    frac = 100.0 * det["detections_visible"][:, 0].mean()
+    assert f"a  {frac:5.1f}% visible" in text.split("detections:")[1]
+
+
+def test_dataset_without_detections_stays_version_1_and_says_so(tmp_path):
+    ds.write_dataset(tmp_path / "d", **_arrays())
+    d = ds.load_dataset(tmp_path / "d")
+    assert d.manifest["version"] == 1 and "detections" not in d.manifest
+    assert not d.has_detections and d.detections2d is None and d.detections_visible is None
+    assert d.detections_score is None and d.detections_info is None
+    assert "detections: none" in d.summary()
+
+
+def test_version_1_directory_written_by_hand_still_loads(tmp_path):
+    """A directory exactly as format version 1 specified it (no detection keys or files)."""
+    a = _arrays()
+    p = tmp_path / "v1"
+    p.mkdir()
+    np.save(p / "poses3d.npy", a["poses3d"])
+    np.save(p / "keypoints2d.npy", a["keypoints2d"])
+    np.save(p / "visibility.npy", a["visibility"])
+    np.save(p / "rig.npy", a["rig_index"].astype(np.int16))
+    np.save(p / "frame.npy", a["frame"].astype(np.int32))
+    tables = {}
+    for name in ("source", "subject", "sequence"):
+        tables[name] = list(dict.fromkeys(a[name]))
+        np.save(p / f"{name}.npy", np.array([tables[name].index(v) for v in a[name]], np.int16))
+    tables["split"] = ["train", "val", "test"]
+    np.save(p / "split.npy", np.array([tables["split"].index(v) for v in a["split"]], np.int16))
+    (p / "manifest.json").write_text(json.dumps({
+        "format": "prpose-dataset", "version": 1, "num_frames": 7, "camera_names": ["a", "b"], "profile": "h36m17",
+        "rigs": a["rigs"], "tables": tables, "info": {"old": True}}))
+    d = ds.load_dataset(p)
+    assert len(d) == 7 and not d.has_detections and d.info == {"old": True}
+    np.testing.assert_array_equal(d.keypoints2d, a["keypoints2d"])
+    assert d.labels("sequence").tolist() == a["sequence"]
+
+
+def test_bad_detections_are_refused_on_write_and_load(tmp_path):
+    a, det = _arrays(), _detections()
+    with pytest.raises(PrposeError, match=r"detections2d has shape \(7, 2, 16, 2\); expected \(7, 2, 17, 2\)"):
+        ds.write_dataset(tmp_path / "w1", **a, **{**det, "detections2d": det["detections2d"][:, :, :16]})
+    bad = det["detections2d"].copy()
+    bad[2, 1, 3, 0] = np.nan
+    with pytest.raises(PrposeError, match=r"detections2d has 1 non-finite value\(s\), first at index \(2, 1, 3, 0\)"):
+        ds.write_dataset(tmp_path / "w2", **a, **{**det, "detections2d": bad})
+    with pytest.raises(PrposeError, match="without detections_visible"):
+        ds.write_dataset(tmp_path / "w3", **a, **{**det, "detections_visible": None})
+    with pytest.raises(PrposeError, match="'detector' and 'profile'"):
+        ds.write_dataset(tmp_path / "w4", **a, **{**det, "detections": {"detector": "sh"}})
+    with pytest.raises(PrposeError, match="without detections2d"):
+        ds.write_dataset(tmp_path / "w5", **a, detections_visible=det["detections_visible"])
+    assert not any(p.name.startswith("w") for p in tmp_path.iterdir())
+
+    ds.write_dataset(tmp_path / "d", **a, **det)
+    np.save(tmp_path / "d" / "detections_visible.npy", det["detections_visible"][:, :1])
+    with pytest.raises(PrposeError, match=r"detections_visible.npy: bool array of shape \(7, 1, 17\); expected bool of shape \(7, 2, 17\)"):
+        ds.load_dataset(tmp_path / "d")
+    (tmp_path / "d" / "detections_visible.npy").unlink()
+    with pytest.raises(PrposeError, match="detections_visible.npy: missing array file"):
+        ds.load_dataset(tmp_path / "d")
+    np.save(tmp_path / "d" / "detections_visible.npy", det["detections_visible"])
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps({**m, "version": 1}))
+    with pytest.raises(PrposeError, match="'detections' needs format version 2"):
+        ds.load_dataset(tmp_path / "d")
+    (tmp_path / "d" / "manifest.json").write_text(json.dumps({**m, "detections": ["sh"]}))
+    with pytest.raises(PrposeError, match="'detections': expected a dict"):
+        ds.load_dataset(tmp_path / "d")

@@ -48,3 +48,34 @@ def test_flip_permutation_swaps_left_and_right():
     assert p.joints[perm[p.index("left_wrist")]] == "right_wrist"
     assert p.joints[perm[p.index("nose")]] == "nose"
     np.testing.assert_array_equal(perm[perm], np.arange(13))
+
+
+def test_mpii16_converts_to_h36m17_by_name_with_the_nose_absent():
+    # Stacked Hourglass order (3d-pose-baseline): RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine, Thorax,
+    # Head, RWrist, RElbow, RShoulder, LShoulder, LElbow, LWrist; joint i holds the value i.
+    sh = np.stack([np.arange(16.0), -np.arange(16.0)], -1)[None]
+    out, present = keypoints.convert_partial(sh, "mpii16", "h36m17")
+    h = keypoints.H36M17
+    assert out.shape == (1, 17, 2) and present.tolist() == [j != "nose" for j in h.joints]
+    expected = {"right_ankle": 0, "right_knee": 1, "right_hip": 2, "left_hip": 3, "left_knee": 4, "left_ankle": 5,
+                "pelvis": 6, "spine": 7, "thorax": 8, "head": 9, "right_wrist": 10, "right_elbow": 11,
+                "right_shoulder": 12, "left_shoulder": 13, "left_elbow": 14, "left_wrist": 15}
+    for joint, i in expected.items():
+        assert out[0, h.index(joint)].tolist() == [i, -i], joint
+    assert out[0, h.index("nose")].tolist() == [0, 0]
+    # Left/right pairs are named so that a mirror swaps them.
+    mpii = keypoints.get_profile("mpii16")
+    assert sorted(mpii.joints[a] for a, _ in mpii.left_right_pairs) == sorted(
+        j for j in mpii.joints if j.startswith("left_"))
+    with pytest.raises(keypoints.PrposeError, match="lacks joint"):
+        keypoints.convert(sh, "mpii16", "h36m17")
+
+
+def test_convert_partial_fills_absent_joints_with_zero_even_from_nan_sources():
+    x = np.full((2, 16, 2), np.nan)
+    x[:, 6] = 1.0
+    out, present = keypoints.convert_partial(x, "mpii16", "h36m17")
+    assert np.all(out[:, keypoints.H36M17.index("nose")] == 0)
+    assert np.all(out[:, 0] == 1.0) and present.sum() == 16
+    with pytest.raises(keypoints.PrposeError, match="profile 'mpii16' has 16"):
+        keypoints.convert_partial(np.zeros((17, 2)), "mpii16", "h36m17")
