@@ -52,10 +52,11 @@ def _write_baseline(root, motions):
     return root
 
 
-def _run(source, out, *extra):
+def _run(source, out, *extra, trust=True):
     parser = argparse.ArgumentParser()
     h36m.configure_parser(parser)
-    return h36m.main(parser.parse_args([str(source), "--out", str(out), *extra]))
+    trusted = ["--trust-pickle"] if trust and str(source).endswith(".npz") else []
+    return h36m.main(parser.parse_args([str(source), "--out", str(out), *trusted, *extra]))
 
 
 def test_videopose3d_archive_converts_with_real_cameras_and_protocol_splits(tmp_path, motions, capsys):
