@@ -104,7 +104,8 @@ def test_camera_table_matches_the_json():
             np.testing.assert_array_equal(cam.focal, intr["focal_length"])
             np.testing.assert_array_equal(cam.principal, intr["center"])
             np.testing.assert_array_equal(cam.radial, intr["radial_distortion"])
-            np.testing.assert_array_equal(cam.tangential, intr["tangential_distortion"])
+            # VideoPose3D's (p1, p0) -> 3d-pose-baseline's (p0, p1), the order Camera.project uses.
+            np.testing.assert_array_equal(cam.tangential, intr["tangential_distortion"][::-1])
             assert (cam.width, cam.height) == (intr["res_w"], intr["res_h"])
             np.testing.assert_allclose(cam.center * 1000.0, extr["translation"], rtol=1e-12)
             # json: camera coords = R(q)^T (X - t), R(q) rotates camera into world; ours: R (X - C) in metres.
