@@ -16,15 +16,68 @@ from __future__ import annotations
 import numpy as np
 
 from eval.protocol import Features
+from prpose import keypoints as kp
 from prpose.errors import PrposeError
 
+# Two-stage ranking: rank exactly (match distance, NP-MPJPE) only this many candidates per query, found by a cheap
+# distance (L2 of embedding means; L2 of pose-distance matrices). `prpose eval --exact` ranks all entries.
+DEFAULT_CANDIDATES = 100
 
-def _check_keypoints(keypoints2d, visible):
+
+def _check_keypoints(keypoints2d, visible, profile: str = "input13"):
+    """(M, J, 2) keypoints in `profile` and (M, J) bool visibility (all visible when None), checked."""
+    j = kp.get_profile(profile).num_joints
     keypoints2d = np.asarray(keypoints2d, np.float32)
-    if keypoints2d.ndim != 3 or keypoints2d.shape[1:] != (13, 2):
-        raise PrposeError(f"keypoints2d: shape {keypoints2d.shape}, expected (M, 13, 2) input13")
+    if keypoints2d.ndim != 3 or keypoints2d.shape[1:] != (j, 2):
+        raise PrposeError(f"keypoints2d: shape {keypoints2d.shape}, expected (M, {j}, 2) {profile}")
     visible = np.ones(keypoints2d.shape[:2], bool) if visible is None else np.asarray(visible, bool)
+    if visible.shape != keypoints2d.shape[:2]:
+        raise PrposeError(f"visible: shape {visible.shape}, expected {keypoints2d.shape[:2]}")
     return keypoints2d, visible
+
+
+def input13_views(keypoints2d, visible, profile: str = "input13"):
+    """Any profile -> the paper's 13 input keypoints (M, 13, 2) and visibility (M, 13), by joint name.
+
+    REFERENCE.md's first input joint is "nose (or head)": where the nose is missing and the profile has a visible
+    head (Stacked Hourglass gives a head top and no nose), the head takes the nose's place. Used by the model-free
+    rows and the lifting baseline, so that they use the joints both views of a pair have.
+    """
+    keypoints2d, visible = _check_keypoints(keypoints2d, visible, profile)
+    k13 = kp.convert(keypoints2d, profile, "input13")
+    v13 = kp.convert(visible, profile, "input13", axis=-1)
+    prof = kp.get_profile(profile)
+    if "head" in prof.joints:
+        head = prof.joints.index("head")
+        swap = ~v13[:, 0] & visible[:, head]
+        k13[swap, 0] = keypoints2d[swap, head]
+        v13[swap, 0] = True
+    return k13, v13
+
+
+def two_stage(coarse: np.ndarray, candidates: int | None, exact_fn) -> np.ndarray:
+    """(Q, N) distances: exact_fn(cand (Q, C) int) -> (Q, C) exact distances on the `candidates` entries nearest by
+    `coarse` (Q, N); +inf elsewhere. With candidates None or >= N, exact_fn ranks every entry."""
+    q, n = coarse.shape
+    if candidates is None or candidates >= n:
+        cand = np.broadcast_to(np.arange(n), (q, n))
+    else:
+        cand = np.argpartition(coarse, candidates - 1, axis=1)[:, :candidates]
+    exact = np.asarray(exact_fn(np.ascontiguousarray(cand)), np.float64)
+    out = np.full((q, n), np.inf)
+    np.put_along_axis(out, cand, exact, axis=1)
+    return out
+
+
+def pose_shape_descriptor(poses3d) -> np.ndarray:
+    """(M, 17, 3) -> (M, 136): distances between every pair of joints, divided by their root mean square.
+
+    Invariant to rotation, translation and scale, like NP-MPJPE, so L2 between descriptors finds candidates for
+    the exact NP-MPJPE ranking of poses lifted from different cameras."""
+    x = np.asarray(poses3d, np.float32)
+    i, j = np.triu_indices(x.shape[1], 1)
+    d = np.linalg.norm(x[:, i] - x[:, j], axis=-1)
+    return d / np.maximum(np.sqrt((d * d).mean(axis=1, keepdims=True)), 1e-9)
 
 
 def squared_l2(query: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -35,11 +88,12 @@ def squared_l2(query: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def normalized_2d_features(keypoints2d, visible) -> np.ndarray:
-    """(M, 13, 2) input13 keypoints -> (M, 26) normalised (REFERENCE.md), invisible keypoints zeroed."""
+def normalized_2d_features(keypoints2d, visible, profile: str = "input13") -> np.ndarray:
+    """(M, J, 2) keypoints in `profile` -> (M, 26) normalised input13 (REFERENCE.md; `input13_views`), invisible
+    keypoints zeroed."""
     from eval.protocol import jitted
 
-    keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+    keypoints2d, visible = input13_views(keypoints2d, visible, profile)
     norm, _ = jitted("normalize_2d")(keypoints2d, visible)
     return np.asarray(norm, np.float32).reshape(len(keypoints2d), 26)
 
@@ -49,8 +103,8 @@ class Keypoints2DMethod:
 
     name = "2D keypoints"
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
-        return {"x": normalized_2d_features(keypoints2d, visible)}
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        return {"x": normalized_2d_features(keypoints2d, visible, profile)}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
         return squared_l2(query["x"], index["x"])
@@ -75,21 +129,32 @@ def pairwise_pose_distances(query: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out[:len(x), :len(q)].T
 
 
+def _candidate_np_mpjpe(query_poses: np.ndarray, index_poses: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """NP-MPJPE of index_poses[cand[q, c]] aligned onto query_poses[q]: (Q, C)."""
+    from eval.protocol import retrieved_np_mpjpe
+
+    return retrieved_np_mpjpe(np.asarray(query_poses, np.float32), np.asarray(index_poses, np.float32)[cand])
+
+
 class OracleMethod:
     """Ranks by the true NP-MPJPE (index pose aligned onto the query pose): the dataset's upper bound.
 
-    Its distances do not depend on the cameras, so they are memoised per (query chunk, index) and reused across
-    camera pairs (the dominant cost otherwise: C(C-1) identical all-pairs Procrustes passes).
+    candidates: rank exactly only that many entries per query, nearest by the pose-shape descriptor
+    (`pose_shape_descriptor`); None ranks all (exact). Exact distances do not depend on the cameras, so they are
+    memoised per (query chunk, index) and reused across camera pairs (otherwise C(C-1) identical all-pairs
+    Procrustes passes).
     """
 
     name = "oracle (3D NP-MPJPE)"
 
-    def __init__(self, cache_entries: int = 256):
+    def __init__(self, cache_entries: int = 256, candidates: int | None = DEFAULT_CANDIDATES):
         self._cache: dict = {}
         self._cache_entries = cache_entries
+        self.candidates = candidates
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
-        return {"pose3d": np.asarray(poses3d, np.float32)}
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        poses3d = np.asarray(poses3d, np.float32)
+        return {"pose3d": poses3d, "shape": pose_shape_descriptor(poses3d)}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
         q, x = query["pose3d"], index["pose3d"]
@@ -97,7 +162,11 @@ class OracleMethod:
         if key not in self._cache:
             if len(self._cache) >= self._cache_entries:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = pairwise_pose_distances(q, x)
+            if self.candidates is None or self.candidates >= len(x):
+                self._cache[key] = pairwise_pose_distances(q, x)
+            else:
+                self._cache[key] = two_stage(squared_l2(query["shape"], index["shape"]), self.candidates,
+                                             lambda cand: _candidate_np_mpjpe(q, x, cand))
         return self._cache[key]
 
 
@@ -109,34 +178,61 @@ class RandomMethod:
     def __init__(self, seed: int = 0):
         self._rng = np.random.default_rng(seed)
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
         return {"row": np.arange(len(poses3d))}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
         return self._rng.random((len(query["row"]), len(index["row"])))
 
 
+_RERANK_JIT = None
+
+
+def _match_rerank(q_samples, x_samples, a, b, s) -> np.ndarray:
+    """Match distance of each query (Q, K, D) to its candidates (Q, C, K, D) -> (Q, C), jitted, padded over Q."""
+    global _RERANK_JIT
+    if _RERANK_JIT is None:
+        import jax
+
+        from prpose.matching import match_distance
+
+        def fn(q, x, a, b, s):
+            n, c, k, d = x.shape
+            qq = jax.numpy.broadcast_to(q[:, None], (n, c) + q.shape[1:]).reshape(n * c, -1, d)
+            return match_distance(qq, x.reshape(n * c, k, d), a, b, s).reshape(n, c)
+
+        _RERANK_JIT = jax.jit(fn)
+    n = len(q_samples)
+    return np.asarray(_RERANK_JIT(pad_rows(q_samples), pad_rows(x_samples), a, b, s))[:n]
+
+
 class EmbeddingMethod:
-    """A trained embedder: `embedder.embed(keypoints, profile="input13", scores=...) -> Embeddings(mean, stddev,
+    """A trained embedder: `embedder.embed(keypoints, profile=..., scores=...) -> Embeddings(mean, stddev,
     samples)` and `embedder.match_params` = (a, b, smoothing) (prpose.inference.PoseEmbedder).
 
     ranking: "match" (distance -log P averaged over K x K samples, the paper's), or "l2" (L2 between means).
-    Invisible keypoints are passed as score 0 (visible ones 1), so the embedder's own missing-keypoint handling
-    applies.
+    candidates: with "match", rank by match distance only that many entries per query, nearest by L2 of the means
+    (two-stage, as training validation and the pose index do); None ranks every entry by match distance (exact,
+    ~N/candidates times slower). Invisible keypoints are passed as score 0 (visible ones 1), so the embedder's own
+    handling of missing joints applies (the keypoints go in the views' profile; the embedder converts by name).
     """
 
-    def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int | None = None):
+    def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int | None = None,
+                 candidates: int | None = None):
         if ranking not in ("match", "l2"):
             raise PrposeError(f"ranking: got {ranking!r}, expected 'match' or 'l2'")
+        if candidates is not None and candidates < 1:
+            raise PrposeError(f"candidates: got {candidates!r}, expected a positive integer or None (exact)")
         self.embedder = embedder
         self.ranking = ranking
         self.index_chunk = index_chunk
+        self.candidates = candidates
         self.name = name or ("Pr-VIPE (match probability)" if ranking == "match" else "Pr-VIPE (mean L2)")
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
-        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        keypoints2d, visible = _check_keypoints(keypoints2d, visible, profile)
         scores = None if visible.all() else visible.astype(np.float32)
-        emb = self.embedder.embed(keypoints2d, profile="input13", scores=scores)
+        emb = self.embedder.embed(keypoints2d, profile=profile, scores=scores)
         out = {"mean": np.asarray(emb.mean, np.float32), "stddev": np.asarray(emb.stddev, np.float32)}
         if self.ranking == "match":
             out["samples"] = np.asarray(emb.samples, np.float32)
@@ -145,9 +241,12 @@ class EmbeddingMethod:
     def distances(self, query: Features, index: Features) -> np.ndarray:
         if self.ranking == "l2":
             return squared_l2(query["mean"], index["mean"])
+        a, b, s = self.embedder.match_params
+        if self.candidates is not None and self.candidates < len(index["samples"]):
+            return two_stage(squared_l2(query["mean"], index["mean"]), self.candidates,
+                             lambda cand: _match_rerank(query["samples"], index["samples"][cand], a, b, s))
         from prpose.matching import pairwise_match_distance
 
-        a, b, s = self.embedder.match_params
         n, nq = len(index["samples"]), len(query["samples"])
         q = pad_rows(query["samples"])
         out = np.empty((nq, n), np.float64)
@@ -164,15 +263,15 @@ class EmbeddingMethod:
 
 
 class FunctionMethod:
-    """Wraps `embed_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, D)` with L2 ranking (probes, tests, the
-    untrained network)."""
+    """Wraps `embed_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, D)` (input13, `input13_views`) with L2
+    ranking (probes, tests, the untrained network)."""
 
     def __init__(self, name: str, embed_fn):
         self.name = name
         self.embed_fn = embed_fn
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
-        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        keypoints2d, visible = input13_views(keypoints2d, visible, profile)
         return {"x": np.asarray(self.embed_fn(keypoints2d, visible), np.float32)}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
@@ -180,19 +279,29 @@ class FunctionMethod:
 
 
 class LiftingMethod:
-    """3D lifting baseline: `lift_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, 17, 3)` normalised 3D, then
-    retrieval by NP-MPJPE between lifted poses (index pose aligned onto the query's)."""
+    """3D lifting baseline: `lift_fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, 17, 3)` normalised 3D (input13,
+    `input13_views`), then retrieval by NP-MPJPE between lifted poses (index pose aligned onto the query's).
 
-    def __init__(self, lift_fn, name: str = "3D lifting + NP-MPJPE"):
+    candidates: rank by exact NP-MPJPE only that many entries per query, nearest by L2 of the pose-shape
+    descriptor (`pose_shape_descriptor`, rotation/scale invariant); None ranks all (an all-pairs Procrustes pass
+    per camera pair: minutes per pair at 10k frames on a CPU).
+    """
+
+    def __init__(self, lift_fn, name: str = "3D lifting + NP-MPJPE", candidates: int | None = None):
         self.lift_fn = lift_fn
         self.name = name
+        self.candidates = candidates
 
-    def features(self, keypoints2d, visible, poses3d) -> Features:
-        keypoints2d, visible = _check_keypoints(keypoints2d, visible)
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        keypoints2d, visible = input13_views(keypoints2d, visible, profile)
         lifted = np.asarray(self.lift_fn(keypoints2d, visible), np.float32)
         if lifted.shape != (len(keypoints2d), 17, 3):
             raise PrposeError(f"lift_fn returned shape {lifted.shape}, expected {(len(keypoints2d), 17, 3)}")
-        return {"pose3d": lifted}
+        return {"pose3d": lifted, "shape": pose_shape_descriptor(lifted)}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
-        return pairwise_pose_distances(query["pose3d"], index["pose3d"])
+        q, x = query["pose3d"], index["pose3d"]
+        if self.candidates is None or self.candidates >= len(x):
+            return pairwise_pose_distances(q, x)
+        return two_stage(squared_l2(query["shape"], index["shape"]), self.candidates,
+                         lambda cand: _candidate_np_mpjpe(q, x, cand))

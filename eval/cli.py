@@ -1,13 +1,19 @@
 """`prpose eval`: the cross-view retrieval protocol with baselines, and the optional analyses.
 
     prpose eval --data DIR [--model RUN] [--l2vipe RUN] [--lifter RUN | --train-lifter RUN] [--dropout-model RUN]
-                [--split test] [--every 10] [--max-frames N] [--cameras A B ...] [--ks 1 5 10 20] [--kappa 0.1]
+                [--source {gt,detected,both}] [--split test] [--every 10] [--max-frames N] [--cameras A B ...]
+                [--ks 1 5 10 20] [--kappa 0.1] [--candidates 100 | --exact]
                 [--unseen-views] [--occlusion] [--uncertainty] [--alignment] [--probes]
                 [--json OUT.json] [--report DIR]
 
 Without --model only the model-free rows run (oracle, random, 2D keypoints). Every row is computed by the same
-protocol code on the same queries (eval.protocol). `--json` records every number and the settings that produced
-it (dataset, split, cameras, frame subsampling, kappa, model fingerprints); `--report` writes markdown + PNGs.
+protocol code on the same queries (eval.protocol). `--source` picks the 2D keypoints of queries and index: the
+projected ground truth, the dataset's detections (Human3.6M: Stacked Hourglass), or both (then on the frames
+usable in both); the hit is always judged on the 3D poses. Ranking is two-stage by default (exact match
+distance / NP-MPJPE on the `--candidates` entries nearest by a cheap distance; `--exact` ranks all entries) and
+every method prints a line per camera pair with an estimate of the time left. `--json` records every number and
+the settings that produced it (dataset, split, 2D source, cameras, frame subsampling and drops, kappa, ranking,
+model fingerprints); `--report` writes markdown + PNGs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import sys
 import time
 
 BASELINES = ("oracle", "random", "2d", "expected-random")
+DEFAULT_CANDIDATES = 100  # eval.baselines.DEFAULT_CANDIDATES (not imported here: the parser stays light)
+VIEW_PROFILE = "h36m17"  # the views keep every joint a 2D source may give (nose, head top); methods pick theirs
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +40,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for --train-lifter, e.g. train.steps=3000 (use the Pr-VIPE run's budget)")
     parser.add_argument("--dropout-model", help="a Pr-VIPE run trained with keypoint dropout (occlusion rows)")
+    parser.add_argument("--source", default="gt", choices=("gt", "detected", "both"),
+                        help="2D keypoints of queries and index: projected ground truth, the dataset's detections, "
+                             "or both (evaluated on the frames usable in both); hits are judged on the 3D poses")
+    parser.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+                        help="two-stage ranking: exact match distance / NP-MPJPE on this many entries per query, "
+                             "nearest by L2 of embedding means / of pose-distance matrices")
+    parser.add_argument("--exact", action="store_true",
+                        help="rank every index entry exactly (all-pairs; ~N/candidates times slower)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--every", type=int, default=1, help="keep every n-th frame of the split")
     parser.add_argument("--max-frames", type=int, help="then keep at most this many frames, evenly spread")
@@ -103,22 +119,40 @@ def run(args) -> dict:
 
     from eval import alignment, baselines, occlusion, probes, protocol, uncertainty
     from prpose.dataset import load_dataset
+    from prpose.errors import PrposeError
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
-    views = protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras)
+    if args.candidates < 1:
+        raise PrposeError(f"--candidates: got {args.candidates}, expected a positive integer (or pass --exact)")
+    cand = None if args.exact else args.candidates
+    sources = ("gt", "detected") if args.source == "both" else (args.source,)
+    all_views = [protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras,
+                                             source=src, profile=VIEW_PROFILE) for src in sources]
+    selected = all_views[0].settings["frames_selected"]
+    for v in all_views:
+        st = v.settings
+        _say(f"eval: 2D source {st['source']!r}: {v.num_frames} of {selected} frames x {v.num_cameras} cameras of "
+             f"split {args.split!r} usable in every camera (every {args.every}; {st['dropped_frames']} dropped; "
+             f"frames unusable per camera: " + ", ".join(f"{n} {c}" for n, c in st["unusable_by_camera"].items())
+             + (f"; joints the source lacks: {', '.join(st['absent_joints'])}" if st["absent_joints"] else "") + ")")
+    if len(all_views) > 1:
+        all_views = protocol.common_frames(*all_views)
+        _say(f"eval: {all_views[0].num_frames} frames usable with both 2D sources (every row uses these)")
+    views = all_views[0]
     ks = tuple(args.ks)
-    _say(f"eval: {views.num_frames} frames x {views.num_cameras} cameras of split {args.split!r} "
-         f"(every {args.every}; {views.settings['dropped_frames']} frames dropped: not usable in every camera)")
     out = {"prpose_eval": 1, "settings": {
         "dataset": str(pathlib.Path(args.data).resolve()), "split": args.split, "every": args.every,
         "max_frames": args.max_frames, "cameras": list(views.camera_names), "frames": views.num_frames,
-        "dropped_frames": views.settings["dropped_frames"], "ks": list(ks), "kappa": args.kappa,
-        "seed": args.seed, "models": {}}}
+        "dropped_frames": views.settings["dropped_frames"], "frames_selected": selected,
+        "sources": {v.settings["source"]: {k: v.settings[k] for k in (
+            "frames", "dropped_frames", "unusable_by_camera", "absent_joints")} for v in all_views},
+        "ranking": "exact" if cand is None else f"two-stage, {cand} candidates", "ks": list(ks),
+        "kappa": args.kappa, "seed": args.seed, "models": {}}}
 
     methods = []
     if "oracle" in args.baselines:
-        methods.append(baselines.OracleMethod())
+        methods.append(baselines.OracleMethod(candidates=cand))
     if "random" in args.baselines:
         methods.append(baselines.RandomMethod(args.seed))
     if "2d" in args.baselines:
@@ -127,7 +161,7 @@ def run(args) -> dict:
     if args.model:
         model = _load_embedder(args.model, "model")
         out["settings"]["models"]["pr-vipe"] = {"run": str(args.model), "fingerprint": model.fingerprint}
-        methods += [baselines.EmbeddingMethod(model, "match"), baselines.EmbeddingMethod(model, "l2")]
+        methods += [baselines.EmbeddingMethod(model, "match", candidates=cand), baselines.EmbeddingMethod(model, "l2")]
     if args.l2vipe:
         l2 = _load_embedder(args.l2vipe, "l2vipe")
         out["settings"]["models"]["l2-vipe"] = {"run": str(args.l2vipe), "fingerprint": l2.fingerprint}
@@ -145,34 +179,51 @@ def run(args) -> dict:
 
         lifter = Lifter(args.lifter)
         out["settings"]["models"]["lifter"] = {"run": str(args.lifter)}
-        methods.append(baselines.LiftingMethod(lifter.lift))
+        methods.append(baselines.LiftingMethod(lifter.lift, candidates=cand))
     if args.dropout_model:
         dropout_model = _load_embedder(args.dropout_model, "dropout-model")
         out["settings"]["models"]["pr-vipe-dropout"] = {"run": str(args.dropout_model),
                                                          "fingerprint": dropout_model.fingerprint}
-        methods.append(baselines.EmbeddingMethod(dropout_model, "match", name="Pr-VIPE + keypoint dropout"))
+        methods.append(baselines.EmbeddingMethod(dropout_model, "match", name="Pr-VIPE + keypoint dropout",
+                                                 candidates=cand))
 
-    # 1. The protocol, every row on the same queries.
-    results, features = [], {}
-    for m in methods:
-        features[m.name] = protocol.compute_features(m, views)
-        r = protocol.cross_view_hit_at_k(m, views, ks, args.kappa, index_features=features[m.name])
-        results.append(r)
-        _say(f"eval: {m.name}: " + ", ".join(f"Hit@{k} {100 * v:.1f}" for k, v in zip(ks, r.mean))
-             + f" ({r.seconds:.1f} s)")
-    out["crossview"] = [r.to_dict() for r in results]
+    # 1. The protocol, every row on the same queries (per 2D source).
+    results, features, rows_out = [], {}, []
+    for v in all_views:
+        src = v.settings["source"]
+        for m in methods:
+            if src != "gt" and isinstance(m, (baselines.OracleMethod, baselines.RandomMethod)) and len(all_views) > 1:
+                continue  # they ignore the 2D keypoints: one row is enough
+            f = protocol.compute_features(m, v)
+            r = protocol.cross_view_hit_at_k(m, v, ks, args.kappa, index_features=f,
+                                             progress=lambda line: _say(f"eval [{src}]: {line}"))
+            if v is views:
+                results.append(r)
+                features[m.name] = f
+            d = r.to_dict()
+            d["source"] = src
+            rows_out.append(d)
+            _say(f"eval [{src}]: {m.name}: " + ", ".join(f"Hit@{k} {100 * x:.1f}" for k, x in zip(ks, r.mean))
+                 + f" ({r.seconds:.1f} s)")
+    out["crossview"] = rows_out
     if "expected-random" in args.baselines:
         out["expected_random"] = protocol.expected_random_result(views.subset(
             np.linspace(0, views.num_frames - 1, min(views.num_frames, 3000)).round().astype(int)), ks, args.kappa)
         out["expected_random"]["note"] = "exact expectation on up to 3000 of the frames"
-    _say("")
-    _say(protocol.format_table(out["crossview"] + ([out["expected_random"]] if "expected_random" in out else []), ks,
-                               title=f"Cross-view Hit@k (%), mean over {len(results[0].pairs) if results else 0} "
-                                     f"ordered camera pairs, kappa {args.kappa}"))
+    for v in all_views:
+        src = v.settings["source"]
+        table = [r for r in rows_out if r["source"] == src]
+        _say("")
+        _say(protocol.format_table(table + ([out["expected_random"]] if "expected_random" in out and v is views
+                                            else []), ks,
+                                   title=f"Cross-view Hit@k (%), 2D source {src!r}, {v.num_frames} frames, mean over "
+                                         f"{len(table[0]['pairs']) if table else 0} ordered camera pairs, kappa "
+                                         f"{args.kappa}, {out['settings']['ranking']} ranking"))
     main = next((r for r in results if "match" in r.method), results[0] if results else None)
     if main is not None:
         _say("")
         _say(protocol.format_pair_table(main, ks[0]))
+    views13 = views.converted("input13")  # the analyses below work on the paper's 13 joints
 
     # 2. Views never seen in training.
     if args.unseen_views:
@@ -198,7 +249,7 @@ def run(args) -> dict:
         occ_methods = [m for m in methods if m.name in ("2D keypoints", "Pr-VIPE (match probability)",
                                                          "Pr-VIPE + keypoint dropout")]
         idx = np.linspace(0, views.num_frames - 1, min(views.num_frames, args.occlusion_frames)).round().astype(int)
-        occ_views = views.subset(idx)
+        occ_views = views13.subset(idx)
         out["occlusion"] = [occlusion.occlusion_sweep(
             m, occ_views, args.rates, args.patterns, ks=(1, 10), kappa=args.kappa, seed=args.seed,
             index_features=[protocol.take(f, idx) for f in features[m.name]]) for m in occ_methods]
@@ -220,8 +271,9 @@ def run(args) -> dict:
 
     # 5. Video alignment (every frame of the split: consecutive rows are consecutive frames).
     if args.alignment:
-        seq_views = protocol.views_from_dataset(dataset, args.split, 1, None, args.cameras)
-        ali_methods = [baselines.OracleMethod(), baselines.Keypoints2DMethod()]
+        seq_views = protocol.views_from_dataset(dataset, args.split, 1, None, args.cameras, source=sources[0])
+        # DTW needs every frame-to-frame distance: exact ranking here.
+        ali_methods = [baselines.OracleMethod(candidates=None), baselines.Keypoints2DMethod()]
         if model is not None:
             ali_methods.append(baselines.EmbeddingMethod(model, "match"))
         out["alignment"] = {"offset": [], "cross_take": [], "content_retrieval": []}
@@ -240,7 +292,7 @@ def run(args) -> dict:
     # 6. Linear probes.
     if args.probes:
         train_views = protocol.views_from_dataset(dataset, "train", 1, args.probe_frames, args.cameras)
-        test_views = views.subset(np.linspace(0, views.num_frames - 1, min(views.num_frames, args.probe_frames))
+        test_views = views13.subset(np.linspace(0, views.num_frames - 1, min(views.num_frames, args.probe_frames))
                                   .round().astype(int))
         fns = {"normalised 2D keypoints": lambda k, v: baselines.normalized_2d_features(k, v)}
         if model is not None:

@@ -43,14 +43,18 @@ class ViewSet:
     """Test frames seen from C cameras, ready for cross-view retrieval.
 
     poses3d: (N, 17, 3) float64, h36m17, normalised (prpose.normalize.normalize_3d): the hit test's labels.
-    keypoints2d: (N, C, 13, 2) float32, input13, in any consistent 2D unit (pixels); methods normalise.
-    visible: (N, C, 13) bool, keypoints that a method may use.
+    keypoints2d: (N, C, J, 2) float32 in `profile` (J its joints; input13 unless asked otherwise), in any
+        consistent 2D unit (pixels); methods normalise.
+    visible: (N, C, J) bool, keypoints that a method may use (False where the 2D source lacks the joint, e.g.
+        the nose of Stacked Hourglass detections).
     valid: (N, C) bool, views that are usable (in front of the camera and with a normalisable torso); a frame
         enters a camera pair's queries / index only where it is valid in that camera, for every method alike.
     camera_names: C names.
     rows: (N,) int, the source rows (dataset rows, or frame numbers of projected poses).
     labels: optional per-frame string arrays (e.g. "sequence", "subject") for downstream analyses.
-    settings: JSON-able description (dataset path, split, subsampling, cameras, counts of dropped frames).
+    settings: JSON-able description (dataset path, split, subsampling, cameras, 2D source, counts of dropped
+        frames).
+    profile: the keypoint profile of keypoints2d / visible (prpose.keypoints); methods convert by joint name.
     """
 
     poses3d: np.ndarray
@@ -61,13 +65,15 @@ class ViewSet:
     rows: np.ndarray
     labels: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    profile: str = "input13"
 
     def __post_init__(self):
         n, c = self.keypoints2d.shape[:2]
+        j = kp.get_profile(self.profile).num_joints
         expected = {
             "poses3d": (self.poses3d.shape, (n, 17, 3)),
-            "keypoints2d": (self.keypoints2d.shape, (n, c, 13, 2)),
-            "visible": (self.visible.shape, (n, c, 13)),
+            "keypoints2d": (self.keypoints2d.shape, (n, c, j, 2)),
+            "visible": (self.visible.shape, (n, c, j)),
             "valid": (self.valid.shape, (n, c)),
             "rows": (self.rows.shape, (n,)),
         }
@@ -84,6 +90,11 @@ class ViewSet:
     @property
     def num_cameras(self) -> int:
         return len(self.camera_names)
+
+    def converted(self, profile: str) -> "ViewSet":
+        """The same views in another keypoint profile (by joint name; every target joint must exist here)."""
+        return dataclasses.replace(self, keypoints2d=kp.convert(self.keypoints2d, self.profile, profile),
+                                   visible=kp.convert(self.visible, self.profile, profile, axis=-1), profile=profile)
 
     def subset(self, frames: np.ndarray) -> "ViewSet":
         """The views of the given frame positions (int array or bool mask over N)."""
@@ -114,32 +125,58 @@ def jitted(name: str):
     return _JITTED[name]
 
 
-def _usable_views(poses3d, keypoints2d_h36m17, visibility_h36m17):
+SOURCES = ("gt", "detected")
+
+
+def _usable_views(poses3d, keypoints2d_h36m17, visibility_h36m17, required=None):
     """Shared by the ViewSet builders, with the same rule as prpose.crossview / prpose.pairs.prepare_views (so
-    that numbers agree; tests/test_eval_protocol.py checks it): a view is usable when all its keypoints are
+    that numbers agree; tests/test_eval_protocol.py checks it): a view is usable when its input13 keypoints are
     visible and finite and the 2D torso normalises; a frame is kept when its 3D pose normalises and it is usable
-    in every camera.
+    in every camera. required: (13,) bool, the input13 joints the rule asks for (default all; a 2D source that
+    never gives a joint, like the nose of Stacked Hourglass detections, is not asked for it).
 
     Returns (poses3d normalised (N,17,3) float64, keep (N,) bool, usable (N,C) bool).
     """
     k13 = kp.convert(np.asarray(keypoints2d_h36m17, np.float32), "h36m17", "input13")
     v13 = kp.convert(np.asarray(visibility_h36m17, bool), "h36m17", "input13", axis=-1)
-    _, ok2d = jitted("normalize_2d")(k13, None)
-    usable = np.asarray(ok2d, bool) & v13.all(axis=-1) & np.isfinite(k13).all(axis=(-1, -2))
+    required = np.ones(13, bool) if required is None else np.asarray(required, bool)
+    _, ok2d = jitted("normalize_2d")(np.where(v13[..., None], k13, 0.0), v13)
+    usable = (np.asarray(ok2d, bool) & v13[..., required].all(axis=-1)
+              & np.isfinite(k13[..., required, :]).all(axis=(-1, -2)))
     norm3d, ok3d = jitted("normalize_3d")(np.asarray(poses3d, np.float32))
     keep = np.asarray(ok3d, bool) & usable.all(axis=1)
     return np.asarray(norm3d, np.float64), keep, usable
 
 
+def _source_arrays(dataset, source: str):
+    """(keypoints (N, C, 17, 2), visibility (N, C, 17)) of a prepared dataset for a 2D source name."""
+    if source == "gt":
+        return dataset.keypoints2d, dataset.visibility
+    if source == "detected":
+        if not getattr(dataset, "has_detections", False):
+            raise PrposeError(f"source 'detected': dataset {getattr(dataset, 'path', '')} holds no detected 2D "
+                              f"keypoints (prepare it from a tree with detections, e.g. `prpose prep h36m` on "
+                              f"3d-pose-baseline's StackedHourglass files)")
+        return dataset.detections2d, dataset.detections_visible
+    raise PrposeError(f"source: got {source!r}, expected one of {SOURCES}")
+
+
 def views_from_dataset(dataset, split: str = "test", every: int = 1, max_frames: int | None = None,
-                       cameras: Sequence[str] | None = None) -> ViewSet:
+                       cameras: Sequence[str] | None = None, source: str = "gt",
+                       profile: str = "input13") -> ViewSet:
     """The cross-view protocol's frames from a prepared dataset (prpose.dataset.PreparedDataset or a path).
 
     split: which split's frames ("test" for the paper's protocol). every: keep every `every`-th frame of the
     split, in dataset order (the authors keep ~every 10th Human3.6M frame, the same frames in all cameras).
     max_frames: then keep at most this many, evenly spread. cameras: names of the cameras to use (default all).
+    source: the 2D keypoints of queries and index: "gt" (projected ground truth) or "detected" (the dataset's
+    detector output, e.g. Stacked Hourglass on Human3.6M); the hit test always uses the 3D poses.
+    profile: keypoint profile of the ViewSet (input13, or a superset such as h36m17 so that models with more
+    input joints get them); joints the source lacks are invisible.
     Frames whose 3D pose cannot be normalised, or that are not usable in every camera, are dropped and counted
-    in settings["dropped_frames"] (the same frames enter every camera pair and every method).
+    in settings["dropped_frames"] and, per camera, settings["unusable_by_camera"] (the same frames enter every
+    camera pair and every method). The input13 joints the source never gives in the selection are reported in
+    settings["absent_joints"] and not required.
     """
     if not hasattr(dataset, "keypoints2d"):
         from prpose.dataset import load_dataset
@@ -147,6 +184,8 @@ def views_from_dataset(dataset, split: str = "test", every: int = 1, max_frames:
         dataset = load_dataset(dataset)
     if not isinstance(every, int) or every < 1:
         raise PrposeError(f"every: got {every!r}, expected a positive integer (frame subsampling step)")
+    kp.get_profile(profile)
+    src_k, src_v = _source_arrays(dataset, source)
     rows = np.asarray(dataset.indices(split=split))
     if rows.size == 0:
         raise PrposeError(f"dataset has no frames in split {split!r}")
@@ -163,11 +202,15 @@ def views_from_dataset(dataset, split: str = "test", every: int = 1, max_frames:
         names = tuple(cameras)
     if len(names) < 2:
         raise PrposeError(f"cross-view retrieval needs at least 2 cameras, got {list(names)}")
-    k2d = np.asarray(dataset.keypoints2d[rows][:, cam_idx], np.float32)
-    vis = np.asarray(dataset.visibility[rows][:, cam_idx], bool)
-    norm3d, keep, usable = _usable_views(dataset.poses3d[rows], k2d, vis)
-    k2d = kp.convert(k2d, "h36m17", "input13")
-    vis = kp.convert(vis, "h36m17", "input13", axis=-1)
+    k2d = np.asarray(src_k[rows][:, cam_idx], np.float32)
+    vis = np.asarray(src_v[rows][:, cam_idx], bool)
+    provided = vis.any(axis=(0, 1))  # (17,) joints the source gives somewhere in the selection
+    required = kp.convert(provided, "h36m17", "input13", axis=-1)
+    norm3d, keep, usable = _usable_views(dataset.poses3d[rows], k2d, vis, required)
+    vis = vis & provided
+    k2d = np.where(vis[..., None], k2d, 0.0).astype(np.float32)
+    k2d = kp.convert(k2d, "h36m17", profile)
+    vis = kp.convert(vis, "h36m17", profile, axis=-1)
     labels = {"frame": np.asarray(dataset.frame)[rows]}
     for name in ("sequence", "subject", "source"):
         labels[name] = np.asarray(dataset.labels(name))[rows]
@@ -177,12 +220,39 @@ def views_from_dataset(dataset, split: str = "test", every: int = 1, max_frames:
         "every": every,
         "max_frames": max_frames,
         "cameras": list(names),
+        "source": source,
+        "profile": profile,
+        "absent_joints": [j for j, r in zip(kp.INPUT13.joints, required) if not r],
+        "frames_selected": int(rows.size),
         "frames": int(keep.sum()),
         "dropped_frames": int((~keep).sum()),
+        "unusable_by_camera": {n: int((~usable[:, i]).sum()) for i, n in enumerate(names)},
     }
     k = np.flatnonzero(keep)
     return ViewSet(norm3d[k], k2d[k], vis[k], usable[k], names, rows[k], {n: v[k] for n, v in labels.items()},
-                   settings)
+                   settings, profile)
+
+
+def common_frames(*views: ViewSet) -> list[ViewSet]:
+    """The ViewSets restricted to the dataset rows that all of them keep (e.g. ground-truth and detected 2D of
+    the same split, so that both rows of a table are computed on the same queries), in the first one's order.
+    settings["dropped_frames"] grows by the frames removed here; settings["common_with"] names the others'
+    sources."""
+    if not views:
+        return []
+    common = views[0].rows
+    for v in views[1:]:
+        common = common[np.isin(common, v.rows)]
+    out = []
+    for v in views:
+        pos = {r: i for i, r in enumerate(v.rows.tolist())}
+        sub = v.subset(np.array([pos[r] for r in common.tolist()], np.int64))
+        settings = dict(v.settings)
+        removed = v.num_frames - sub.num_frames
+        settings.update(frames=sub.num_frames, dropped_frames=int(settings.get("dropped_frames", 0)) + removed,
+                        common_with=[w.settings.get("source") for w in views if w is not v])
+        out.append(dataclasses.replace(sub, settings=settings))
+    return out
 
 
 def views_from_cameras(poses3d_world: np.ndarray, cameras: Sequence, rows: np.ndarray | None = None,
@@ -250,9 +320,10 @@ class RetrievalMethod(Protocol):
 
     name: str
 
-    def features(self, keypoints2d: np.ndarray, visible: np.ndarray, poses3d: np.ndarray) -> Features:
-        """Per-view features: keypoints2d (M, 13, 2) input13, visible (M, 13), poses3d (M, 17, 3) normalised
-        (only oracles may look at it) -> dict of arrays with leading dimension M."""
+    def features(self, keypoints2d: np.ndarray, visible: np.ndarray, poses3d: np.ndarray,
+                 profile: str = "input13") -> Features:
+        """Per-view features: keypoints2d (M, J, 2) in `profile` (a prpose.keypoints name), visible (M, J),
+        poses3d (M, 17, 3) normalised (only oracles may look at it) -> dict of arrays with leading dimension M."""
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
         """(Q, N) dissimilarities, smaller = closer."""
@@ -427,19 +498,22 @@ def compute_features(method: RetrievalMethod, views: ViewSet, query_visible: np.
     """Features of every (frame, camera) view: list over cameras of Features (leading dim N)."""
     kps = views.keypoints2d if query_keypoints is None else query_keypoints
     vis = views.visible if query_visible is None else query_visible
-    return [method.features(kps[:, c], vis[:, c], views.poses3d) for c in range(views.num_cameras)]
+    return [method.features(kps[:, c], vis[:, c], views.poses3d, profile=views.profile)
+            for c in range(views.num_cameras)]
 
 
 def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[int] = KS, kappa: float = KAPPA,
                         pairs: Sequence[tuple[int, int]] | None = None, query_chunk: int = 256,
                         query_visible: np.ndarray | None = None, query_keypoints: np.ndarray | None = None,
-                        index_features=None) -> CrossViewResult:
+                        index_features=None, progress=None) -> CrossViewResult:
     """Run the cross-view protocol for one method.
 
     views: the frames and cameras (ViewSet). ks: the k of Hit@k. kappa: the NP-MPJPE match threshold.
-    pairs: ordered camera pairs (default: all). query_visible / query_keypoints (N, C, 13[, 2]): replace the
+    pairs: ordered camera pairs (default: all). query_visible / query_keypoints (N, C, J[, 2]): replace the
     queries' visibility / keypoints (occlusion experiments); the index always uses the clean views.
     index_features: precomputed clean features (list over cameras), to reuse across occlusion settings.
+    progress: optional callable(str), given one plain line after each camera pair (its Hit@k, the time so far
+    and an estimate of the time left), so long evaluations show where they are in logs and terminals alike.
     """
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
@@ -454,8 +528,9 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
         query_features = index_features
     else:
         query_features = compute_features(method, views, query_visible, query_keypoints)
-    results = []
-    for cq, ci in (pairs if pairs is not None else camera_pairs(views.num_cameras)):
+    results, loop_start = [], time.perf_counter()
+    pairs = list(pairs if pairs is not None else camera_pairs(views.num_cameras))
+    for pi, (cq, ci) in enumerate(pairs):
         q_rows = np.flatnonzero(views.valid[:, cq])
         x_rows = np.flatnonzero(views.valid[:, ci])
         if q_rows.size == 0 or x_rows.size == 0:
@@ -476,6 +551,12 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
         hits = np.concatenate(hits)
         results.append(PairResult(views.camera_names[cq], views.camera_names[ci], hits.mean(axis=0), q_rows,
                                   hits, int(x_rows.size), np.concatenate(first)))
+        if progress is not None:
+            spent = time.perf_counter() - start
+            left = (time.perf_counter() - loop_start) / (pi + 1) * (len(pairs) - pi - 1)
+            progress(f"{method.name}: pair {pi + 1}/{len(pairs)} ({views.camera_names[cq]} -> "
+                     f"{views.camera_names[ci]}, {q_rows.size} queries) Hit@{ks[0]} {100 * hits[:, 0].mean():.1f}%; "
+                     f"{spent:.0f} s, about {left:.0f} s left")
     return CrossViewResult(method.name, ks, float(kappa), tuple(views.camera_names), results,
                            time.perf_counter() - start, dict(views.settings))
 
