@@ -130,7 +130,8 @@ def test_two_stage_match_ranking_agrees_with_crossview_and_exact(data, embedder)
     got = m.distances(protocol.take(f, np.arange(3)), f)
     full = baselines.EmbeddingMethod(embedder, "match").distances(protocol.take(f, np.arange(3)), f)
     assert (np.isfinite(got).sum(axis=1) == 4).all()
-    np.testing.assert_allclose(got[np.isfinite(got)], full[np.isfinite(got)], rtol=1e-5, atol=1e-5)
+    # (the all-pairs kernel expands |q - x|^2 in float32; the re-rank takes exact differences)
+    np.testing.assert_allclose(got[np.isfinite(got)], full[np.isfinite(got)], rtol=1e-3, atol=1e-3)
 
 
 def test_pose_shape_descriptor_is_invariant_like_np_mpjpe():
