@@ -3,14 +3,24 @@
 A profile is an ordered list of joint names plus the skeleton's edges and its left/right pairs.
 Arrays of keypoints are laid out as ``(..., J, D)`` with ``J`` the profile's joint count and ``D`` 2 or 3.
 
-Profiles:
-  * ``input13``: the model's input (REFERENCE.md): nose, shoulders, elbows, wrists, hips, knees, ankles.
+Profiles (the table :data:`PROFILES`):
+  * ``input13``: the paper's model input (REFERENCE.md): nose, shoulders, elbows, wrists, hips, knees, ankles.
+  * ``input14``: ``input13`` plus ``head`` (the top of the head): the union of what detectors with a nose
+    (COCO, BODY_25, MediaPipe) and with a head top (Stacked Hourglass / MPII) give, so that one model serves
+    both; the joints a detector lacks are fed to the model as missing (zero + visibility mask).
   * ``coco17``: what most 2D detectors emit (COCO keypoint order).
+  * ``body25``: OpenPose BODY_25 (``pose_keypoints_2d`` order).
+  * ``mediapipe33``: MediaPipe Pose's 33 landmarks (BlazePose order).
   * ``h36m17``: the 17 Human3.6M joints used as 3D labels (indices 0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27
-    of the raw 32).
+    of the raw 32). Its ``head`` is the top of the head.
   * ``h36m32``: the raw Human3.6M layout.
   * ``mpii16``: the Stacked Hourglass detections shipped with 3d-pose-baseline (MPII-style 16 joints in that
     repository's order; "head" is the top of the head, there is no nose).
+
+Joint names are the contract: every conversion goes by name, so a joint means the same body point in every
+profile (``left_*`` is the subject's left; ``head`` is the top of the head, not its centre). Adding a detector
+is one :class:`KeypointProfile` in the table (or :func:`register_profile` at run time): readers, inference,
+normalisation and plotting then handle it by name.
 """
 
 from __future__ import annotations
@@ -97,6 +107,12 @@ INPUT13 = KeypointProfile(
     ),
 )
 
+INPUT14 = KeypointProfile(
+    name="input14",
+    joints=INPUT13.joints + ("head",),
+    edges=INPUT13.edges + (("nose", "head"),),
+)
+
 COCO17 = KeypointProfile(
     name="coco17",
     joints=(
@@ -114,6 +130,57 @@ COCO17 = KeypointProfile(
         ("left_ankle", "left_knee", "left_hip", "right_hip", "right_knee", "right_ankle"),
         ("left_shoulder", "left_hip"),
         ("right_shoulder", "right_hip"),
+    ),
+)
+
+BODY25 = KeypointProfile(
+    name="body25",
+    joints=(
+        "nose", "neck",
+        "right_shoulder", "right_elbow", "right_wrist",
+        "left_shoulder", "left_elbow", "left_wrist",
+        "mid_hip",
+        "right_hip", "right_knee", "right_ankle",
+        "left_hip", "left_knee", "left_ankle",
+        "right_eye", "left_eye", "right_ear", "left_ear",
+        "left_big_toe", "left_small_toe", "left_heel",
+        "right_big_toe", "right_small_toe", "right_heel",
+    ),
+    edges=_limbs(
+        ("left_ear", "left_eye", "nose", "right_eye", "right_ear"),
+        ("nose", "neck", "mid_hip"),
+        ("neck", "left_shoulder", "left_elbow", "left_wrist"),
+        ("neck", "right_shoulder", "right_elbow", "right_wrist"),
+        ("mid_hip", "left_hip", "left_knee", "left_ankle", "left_heel"),
+        ("mid_hip", "right_hip", "right_knee", "right_ankle", "right_heel"),
+        ("left_ankle", "left_big_toe", "left_small_toe"),
+        ("right_ankle", "right_big_toe", "right_small_toe"),
+    ),
+)
+
+# MediaPipe Pose (BlazePose) landmarks; "left" is the subject's left, as in COCO.
+MEDIAPIPE33 = KeypointProfile(
+    name="mediapipe33",
+    joints=(
+        "nose",
+        "left_eye_inner", "left_eye", "left_eye_outer",
+        "right_eye_inner", "right_eye", "right_eye_outer",
+        "left_ear", "right_ear", "left_mouth", "right_mouth",
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+        "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
+        "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+        "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+    ),
+    edges=_limbs(
+        ("left_ear", "left_eye_outer", "left_eye", "left_eye_inner", "nose",
+         "right_eye_inner", "right_eye", "right_eye_outer", "right_ear"),
+        ("left_mouth", "right_mouth"),
+        ("left_wrist", "left_elbow", "left_shoulder", "right_shoulder", "right_elbow", "right_wrist"),
+        ("left_wrist", "left_pinky", "left_index", "left_wrist", "left_thumb"),
+        ("right_wrist", "right_pinky", "right_index", "right_wrist", "right_thumb"),
+        ("left_shoulder", "left_hip", "right_hip", "right_shoulder"),
+        ("left_hip", "left_knee", "left_ankle", "left_heel", "left_foot_index", "left_ankle"),
+        ("right_hip", "right_knee", "right_ankle", "right_heel", "right_foot_index", "right_ankle"),
     ),
 )
 
@@ -183,7 +250,24 @@ MPII16 = KeypointProfile(
 # The 17 of the raw 32 kept as 3D labels (REFERENCE.md).
 H36M32_TO_H36M17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
-PROFILES: dict[str, KeypointProfile] = {p.name: p for p in (INPUT13, COCO17, H36M17, H36M32, MPII16)}
+# The table. Detector profiles and model input profiles live side by side; a model input profile must hold the
+# four torso joints that define the 2D normalisation (prpose.normalize.TORSO_JOINTS).
+PROFILES: dict[str, KeypointProfile] = {
+    p.name: p for p in (INPUT13, INPUT14, COCO17, BODY25, MEDIAPIPE33, H36M17, H36M32, MPII16)
+}
+
+
+def register_profile(profile: KeypointProfile, *, replace: bool = False) -> KeypointProfile:
+    """Add a profile to :data:`PROFILES` at run time (a detector of your own); returns it.
+
+    Raises PrposeError when the name is taken (unless ``replace``) or ``profile`` is not a KeypointProfile.
+    """
+    if not isinstance(profile, KeypointProfile):
+        raise PrposeError(f"register_profile: expected a KeypointProfile, got {type(profile).__name__}")
+    if profile.name in PROFILES and not replace and PROFILES[profile.name] != profile:
+        raise PrposeError(f"register_profile: a different profile named {profile.name!r} is already registered")
+    PROFILES[profile.name] = profile
+    return profile
 
 
 def get_profile(profile: str | KeypointProfile) -> KeypointProfile:
@@ -211,6 +295,12 @@ def conversion_indices(source: str | KeypointProfile, target: str | KeypointProf
             f"{src.name!r} lacks joint(s) {', '.join(missing)}"
         )
     return np.array([src.joints.index(j) for j in dst.joints], dtype=np.int64)
+
+
+def missing_joints(source: str | KeypointProfile, target: str | KeypointProfile) -> tuple[str, ...]:
+    """Joints of ``target`` that ``source`` lacks, in ``target`` order (empty when ``source`` covers it)."""
+    src, dst = get_profile(source), get_profile(target)
+    return tuple(j for j in dst.joints if j not in src.joints)
 
 
 def convert(keypoints, source: str | KeypointProfile, target: str | KeypointProfile, axis: int = -2):
