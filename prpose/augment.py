@@ -30,6 +30,10 @@ among ``structured_patterns``:
   * ``"box"``: an axis-aligned rectangle in the image hiding every keypoint inside it (centre uniform in
     the pose's 2D bounding box, each side ``box_size_range`` times the bounding box's extent on that axis).
 
+Every function works on keypoints of a model input profile (``profile``, a static argument, default
+"input13"; ``ModelConfig.input_profile``): the projection picks the profile's joints from h36m17 by name and
+the structured patterns name joints, so a profile without some pattern joint simply has fewer to hide.
+
 Hidden keypoints are zeroed and the pose is re-normalised from its visible keypoints only
 (``prpose.normalize.normalize_2d(keypoints, visible)``). Decision on over-occlusion: patterns are drawn
 freely (the box or the lower body may hide hips or shoulders); when the masked normalisation is then
@@ -60,7 +64,7 @@ def _chain(side: str, *parts: str) -> tuple[str, ...]:
     return tuple(f"{side}_{p}" for p in parts)
 
 
-# Every variant of every structured pattern, as the input13 joints it hides. A pattern's variants are
+# Every variant of every structured pattern, as the joints (by name) it hides. A pattern's variants are
 # equally likely. "box" has no fixed joints: it is computed from the keypoints' positions.
 STRUCTURED_VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "arm": tuple(
@@ -181,14 +185,16 @@ def _check_shape(name: str, array, trailing: tuple[int, ...], batch: int | None 
         raise PrposeError(f"augment: {name} has batch size {shape[0]}, expected {batch} (as the other inputs)")
 
 
+def _num_joints(profile) -> int:
+    return kp.get_profile(profile).num_joints
+
+
 def _check_config(config) -> AugmentConfig:
     if not isinstance(config, AugmentConfig):
         raise PrposeError(f"augment: config must be an AugmentConfig, got {type(config).__name__}")
     return config
 
 
-_H36M17_TO_INPUT13 = kp.conversion_indices("h36m17", "input13")
-_INPUT13 = kp.get_profile("input13")
 _H36M17 = kp.get_profile("h36m17")
 
 
@@ -222,21 +228,23 @@ def random_view_rotations(key, batch: int, config: AugmentConfig):
     return view_rotation(*sample_view_angles(key, batch, config))
 
 
-def project_views(poses3d, rotations, config: AugmentConfig):
+def project_views(poses3d, rotations, config: AugmentConfig, profile: str = "input13"):
     """Project normalised 3D poses through given virtual cameras and normalise in 2D.
 
     Args:
       poses3d: (B, 17, 3) h36m17 poses, normalised (pelvis at the origin, torso length 1).
       rotations: (B, 3, 3) world->camera rotations (proper: det +1).
       config: uses ``depth`` and ``min_joint_depth``.
+      profile: the output keypoint profile (h36m17 must hold its joints).
     Returns:
-      keypoints: (B, 13, 2) input13, normalised with ``normalize_2d``.
+      keypoints: (B, J, 2) in ``profile``, normalised with ``normalize_2d``.
       valid: (B,) bool, False where the 2D normalisation failed (rows are zeros there).
     """
     config = _check_config(config)
     _check_shape("poses3d", poses3d, (17, 3))
     _check_shape("rotations", rotations, (3, 3), batch=np.shape(poses3d)[0])
-    poses = jnp.asarray(poses3d, jnp.float32)[:, _H36M17_TO_INPUT13, :]  # by joint name: (B, 13, 3)
+    pick = kp.conversion_indices(_H36M17, profile)
+    poses = jnp.asarray(poses3d, jnp.float32)[:, pick, :]  # by joint name: (B, J, 3)
     rotations = jnp.asarray(rotations, jnp.float32)
     # Row 2 of a world->camera rotation is the optical axis in world coordinates: a joint's depth in front
     # of the camera is its projection on that axis plus the camera distance.
@@ -246,47 +254,49 @@ def project_views(poses3d, rotations, config: AugmentConfig):
     # Moving the pose along the optical axis is the same as moving the camera back: a genuine view.
     poses = poses + backoff[:, None, None] * axis[:, None, :]
     image = project_normalized_pose(poses, rotations, config.depth)
-    return normalize_2d(image)
+    return normalize_2d(image, profile=profile)
 
 
-def project_random_views(poses3d_h36m17, key, config: AugmentConfig):
+def project_random_views(poses3d_h36m17, key, config: AugmentConfig, profile: str = "input13"):
     """Camera augmentation of every example: a random view of each 3D pose, normalised in 2D.
 
     Args:
       poses3d_h36m17: (B, 17, 3) normalised h36m17 poses.
       key: a jax PRNG key.
       config: angle ranges, depth, near-plane guard.
+      profile: the output keypoint profile.
     Returns:
-      (B, 13, 2) input13 keypoints, normalised. A row whose projection cannot be normalised (degenerate
+      (B, J, 2) keypoints of ``profile``, normalised. A row whose projection cannot be normalised (degenerate
       3D pose) is zeros; use :func:`camera_augment` to fall back to the real keypoints there.
     """
     _check_shape("poses3d_h36m17", poses3d_h36m17, (17, 3))
     rotations = random_view_rotations(key, np.shape(poses3d_h36m17)[0], config)
-    keypoints, _ = project_views(poses3d_h36m17, rotations, config)
+    keypoints, _ = project_views(poses3d_h36m17, rotations, config, profile)
     return keypoints
 
 
-def camera_augment(real_2d, poses3d, key, config: AugmentConfig):
+def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = "input13"):
     """Per example, the real 2D keypoints or (with ``projection_probability``) a random view of the 3D pose.
 
     Call it once per view (anchor, positive) with different keys: each gets its own choice and camera.
     Where the projection cannot be normalised the real keypoints are kept.
 
     Args:
-      real_2d: (B, 13, 2) the dataset's input13 keypoints, normalised.
+      real_2d: (B, J, 2) the dataset's keypoints in ``profile``, normalised.
       poses3d: (B, 17, 3) normalised h36m17 poses of the same examples.
       key: a jax PRNG key.
+      profile: the keypoint profile of ``real_2d`` and of the output.
     Returns:
-      (B, 13, 2) normalised input13 keypoints.
+      (B, J, 2) normalised keypoints of ``profile``.
     """
     config = _check_config(config)
-    _check_shape("real_2d", real_2d, (13, 2))
+    _check_shape("real_2d", real_2d, (_num_joints(profile), 2))
     _check_shape("poses3d", poses3d, (17, 3), batch=np.shape(real_2d)[0])
     batch = np.shape(real_2d)[0]
     real_2d = jnp.asarray(real_2d, jnp.float32)
     u = jax.random.uniform(key, (batch, 4), jnp.float32)  # 3 angles, then the real/projected choice
     rotations = view_rotation(*_angles_from_uniform(u[:, :3], config))
-    projected, valid = project_views(poses3d, rotations, config)
+    projected, valid = project_views(poses3d, rotations, config, profile)
     use = (u[:, 3] < config.projection_probability) & valid
     return jnp.where(use[:, None, None], projected, real_2d)
 
@@ -323,52 +333,57 @@ def box_occlusion(keypoints, lower, upper):
     return jnp.all(inside, axis=-1)
 
 
-def _variant_table(patterns: tuple[str, ...]):
-    """(V, 13) bool table of hidden joints for every variant, plus each pattern's first row and row count."""
+def _variant_table(patterns: tuple[str, ...], profile: str = "input13"):
+    """(V, J) bool table of hidden joints for every variant, plus each pattern's first row and row count.
+
+    Joints are found by name; a pattern joint that ``profile`` lacks is skipped (nothing there to hide)."""
+    prof = kp.get_profile(profile)
     rows, starts, counts = [], [], []
     for name in patterns:
         starts.append(len(rows))
         counts.append(len(STRUCTURED_VARIANTS[name]))
         for joints in STRUCTURED_VARIANTS[name]:
-            row = np.zeros(_INPUT13.num_joints, bool)
-            row[[_INPUT13.index(j) for j in joints]] = True
+            row = np.zeros(prof.num_joints, bool)
+            row[[prof.index(j) for j in joints if j in prof.joints]] = True
             rows.append(row)
     return np.stack(rows), np.array(starts, np.int32), np.array(counts, np.int32)
 
 
-def structured_keypoint_dropout(key, keypoints, config: AugmentConfig, visible=None):
+def structured_keypoint_dropout(key, keypoints, config: AugmentConfig, visible=None, profile: str = "input13"):
     """Structured occlusion: with ``structured_probability`` an example gets one pattern (module docstring).
 
     Args:
       key: a jax PRNG key.
-      keypoints: (B, 13, 2) input13 keypoints (any 2D frame; only the box pattern looks at positions).
+      keypoints: (B, J, 2) keypoints of ``profile`` (any 2D frame; only the box pattern looks at positions).
       config: ``structured_probability``, ``structured_patterns``, ``box_size_range``.
-      visible: optional (B, 13) bool; the box is placed within the bounding box of these keypoints.
+      visible: optional (B, J) bool; the box is placed within the bounding box of these keypoints.
+      profile: the keypoints' profile (patterns name joints).
     Returns:
-      visible: (B, 13) bool, False for the keypoints the pattern hides (and where ``visible`` was False).
+      visible: (B, J) bool, False for the keypoints the pattern hides (and where ``visible`` was False).
     """
     config = _check_config(config)
-    _check_shape("keypoints", keypoints, (13, 2))
+    num_joints = _num_joints(profile)
+    _check_shape("keypoints", keypoints, (num_joints, 2))
     batch = np.shape(keypoints)[0]
     if visible is not None:
-        _check_shape("visible", visible, (13,), batch=batch)
+        _check_shape("visible", visible, (num_joints,), batch=batch)
     u = jax.random.uniform(key, (batch, _STRUCTURED_UNIFORMS))
-    return _structured_from_uniform(u, jnp.asarray(keypoints, jnp.float32), config, visible)
+    return _structured_from_uniform(u, jnp.asarray(keypoints, jnp.float32), config, visible, profile)
 
 
 _STRUCTURED_UNIFORMS = 7  # apply, pattern, variant, box centre (2), box size (2)
 
 
-def _structured_from_uniform(u, keypoints, config: AugmentConfig, visible):
-    batch = keypoints.shape[0]
-    prior = jnp.ones((batch, 13), bool) if visible is None else jnp.asarray(visible, bool)
-    table, starts, counts = _variant_table(config.structured_patterns)
+def _structured_from_uniform(u, keypoints, config: AugmentConfig, visible, profile: str):
+    batch, num_joints = keypoints.shape[:2]
+    prior = jnp.ones((batch, num_joints), bool) if visible is None else jnp.asarray(visible, bool)
+    table, starts, counts = _variant_table(config.structured_patterns, profile)
     num_patterns = len(config.structured_patterns)
     apply = u[:, 0] < config.structured_probability
     pattern = jnp.minimum((u[:, 1] * num_patterns).astype(jnp.int32), num_patterns - 1)
     count = jnp.asarray(counts)[pattern]
     variant = jnp.minimum((u[:, 2] * count).astype(jnp.int32), count - 1)
-    hidden = jnp.asarray(table)[jnp.asarray(starts)[pattern] + variant]  # (B, 13)
+    hidden = jnp.asarray(table)[jnp.asarray(starts)[pattern] + variant]  # (B, J)
 
     if "box" in config.structured_patterns:
         # Box within the bounding box of the (previously) visible keypoints; an example with none visible
@@ -389,71 +404,77 @@ def _structured_from_uniform(u, keypoints, config: AugmentConfig, visible):
     return prior & ~(apply[:, None] & hidden)
 
 
-def apply_visibility(keypoints, visible):
+def apply_visibility(keypoints, visible, profile: str = "input13"):
     """Re-normalise from the visible keypoints only and zero the hidden ones.
 
     Args:
-      keypoints: (B, 13, 2) input13 keypoints (normalised or not: normalisation is redone).
-      visible: (B, 13) bool.
+      keypoints: (B, J, 2) keypoints of ``profile`` (normalised or not: normalisation is redone).
+      visible: (B, J) bool.
+      profile: the keypoints' profile.
     Returns:
-      keypoints: (B, 13, 2) normalised from visible keypoints; hidden ones (and invalid rows) are 0.
+      keypoints: (B, J, 2) normalised from visible keypoints; hidden ones (and invalid rows) are 0.
       valid: (B,) bool, False where the visible keypoints cannot be normalised (see ``normalize_2d``).
     """
-    _check_shape("keypoints", keypoints, (13, 2))
-    _check_shape("visible", visible, (13,), batch=np.shape(keypoints)[0])
+    num_joints = _num_joints(profile)
+    _check_shape("keypoints", keypoints, (num_joints, 2))
+    _check_shape("visible", visible, (num_joints,), batch=np.shape(keypoints)[0])
     visible = jnp.asarray(visible, bool)
-    normalized, valid = normalize_2d(jnp.asarray(keypoints, jnp.float32), visible)
+    normalized, valid = normalize_2d(jnp.asarray(keypoints, jnp.float32), visible, profile)
     # normalize_2d documents the zeroing; doing it here too keeps the model input exact whatever it does.
     normalized = jnp.where(visible[..., None] & valid[:, None, None], normalized, 0.0)
     return normalized, valid
 
 
-def input13_visibility_to_h36m17(visible):
-    """Map input13 visibility (B, 13) to h36m17 joints (B, 17) for visible-joints-only NP-MPJPE in mining.
+def visibility_to_h36m17(visible, profile: str = "input13"):
+    """Map visibility (B, J) of ``profile`` to h36m17 joints (B, 17) for visible-joints-only NP-MPJPE in mining.
 
     Shared joints map by name; pelvis is visible when both hips are, thorax when both shoulders are, spine
-    when pelvis and thorax are (it lies between them), head when the nose is.
+    when pelvis and thorax are (it lies between them); a head (or nose) the profile lacks follows the nose
+    (or head) it has, and is hidden when it has neither.
     """
+    prof = kp.get_profile(profile)
     visible = jnp.asarray(visible, bool)
-    out = {}
-    for name in _INPUT13.joints:
-        out[name] = visible[..., _INPUT13.index(name)]
+    out = {name: visible[..., prof.index(name)] for name in prof.joints if name in _H36M17.joints}
     out["pelvis"] = out["left_hip"] & out["right_hip"]
     out["thorax"] = out["left_shoulder"] & out["right_shoulder"]
     out["spine"] = out["pelvis"] & out["thorax"]
-    out["head"] = out["nose"]
-    return jnp.stack([out[name] for name in _H36M17.joints], axis=-1)
+    hidden = jnp.zeros(visible.shape[:-1], bool)
+    out.setdefault("head", out.get("nose", hidden))
+    out.setdefault("nose", out["head"])
+    return jnp.stack([out.get(name, hidden) for name in _H36M17.joints], axis=-1)
 
 
 class Occlusion(NamedTuple):
     """Result of :func:`occlude_keypoints` (a pytree: fine as a jit output)."""
 
-    keypoints: jax.Array  # (B, 13, 2) normalised from visible keypoints, hidden ones zero
-    visible: jax.Array  # (B, 13) bool
-    visible3d: jax.Array  # (B, 17) bool, h36m17 joints (input13_visibility_to_h36m17)
+    keypoints: jax.Array  # (B, J, 2) normalised from visible keypoints, hidden ones zero
+    visible: jax.Array  # (B, J) bool
+    visible3d: jax.Array  # (B, 17) bool, h36m17 joints (visibility_to_h36m17)
     # (B,) bool: examples whose occlusion made normalisation impossible (fewer than two visible torso joints),
     # left whole; also True where the input row itself was degenerate (e.g. all zeros).
     reverted: jax.Array
 
 
-def occlude_keypoints(keypoints, key, config: AugmentConfig) -> Occlusion:
+def occlude_keypoints(keypoints, key, config: AugmentConfig, profile: str = "input13") -> Occlusion:
     """Random + structured occlusion of a batch, re-normalised; over-occluded examples are left whole.
 
     Args:
-      keypoints: (B, 13, 2) normalised input13 keypoints, all visible (e.g. from :func:`camera_augment`).
+      keypoints: (B, J, 2) normalised keypoints of ``profile``, all visible (e.g. from :func:`camera_augment`).
       key: a jax PRNG key.
       config: dropout and structured-occlusion settings.
+      profile: the keypoints' profile.
     Returns:
       :class:`Occlusion`. Rows in ``reverted`` carry the input keypoints unchanged and all-visible masks.
     """
     config = _check_config(config)
-    _check_shape("keypoints", keypoints, (13, 2))
+    num_joints = _num_joints(profile)
+    _check_shape("keypoints", keypoints, (num_joints, 2))
     batch = np.shape(keypoints)[0]
     keypoints = jnp.asarray(keypoints, jnp.float32)
-    u = jax.random.uniform(key, (batch, 14 + _STRUCTURED_UNIFORMS))  # one draw (see sample_view_angles)
-    visible = _random_dropout_from_uniform(u[:, :14], config.dropout_p_apply, config.dropout_p_drop)
-    visible = _structured_from_uniform(u[:, 14:], keypoints, config, visible)
-    occluded, valid = apply_visibility(keypoints, visible)
+    u = jax.random.uniform(key, (batch, 1 + num_joints + _STRUCTURED_UNIFORMS))  # one draw (sample_view_angles)
+    visible = _random_dropout_from_uniform(u[:, :1 + num_joints], config.dropout_p_apply, config.dropout_p_drop)
+    visible = _structured_from_uniform(u[:, 1 + num_joints:], keypoints, config, visible, profile)
+    occluded, valid = apply_visibility(keypoints, visible, profile)
     visible = jnp.where(valid[:, None], visible, True)
     occluded = jnp.where(valid[:, None, None], occluded, keypoints)
-    return Occlusion(occluded, visible, input13_visibility_to_h36m17(visible), ~valid)
+    return Occlusion(occluded, visible, visibility_to_h36m17(visible, profile), ~valid)

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from prpose.augment import AugmentConfig
 from prpose.errors import PrposeError
 from prpose.losses import LossConfig
-from prpose.model import ModelConfig
+from prpose.model import DEFAULT_INPUT_PROFILE, ModelConfig
 
 CONFIG_FILENAME = "config.json"
 
@@ -152,9 +152,13 @@ def model_fingerprint_dict(config: TrainConfig) -> dict[str, Any]:
     """The parts of a config that change what an embedding means (architecture, K, match smoothing).
 
     Two runs with equal dicts produce interchangeable weights shapes; the fingerprint (checkpoint.py) adds a
-    hash of the weights themselves.
+    hash of the weights themselves. ``model.input_profile`` enters only when it is not the default input13, so
+    runs and indexes made before the field existed keep their fingerprints.
     """
-    out = {"model": dataclasses.asdict(config.model), "window": config.window}
+    model = dataclasses.asdict(config.model)
+    if model.get("input_profile") == DEFAULT_INPUT_PROFILE:
+        del model["input_profile"]
+    out = {"model": model, "window": config.window}
     if hasattr(config.loss, "smoothing"):
         out["smoothing"] = config.loss.smoothing
     return out

@@ -2,12 +2,17 @@
 
 ``load_model`` reads ``config.json``, rebuilds the embedder, restores the EMA weights of the latest complete
 checkpoint (what the authors use at inference) and puts the model in eval mode (no dropout, batch-norm
-running statistics). ``PoseEmbedder.embed`` converts any keypoint profile to input13 by joint name,
-normalises, and runs the model in fixed-size chunks: a call pads its last chunk up to a power-of-two bucket
+running statistics). ``PoseEmbedder.embed`` converts any keypoint profile to the model's input profile
+(``config.model.input_profile``, input13 unless the run chose another) by joint name, normalises, and runs the model in fixed-size chunks: a call pads its last chunk up to a power-of-two bucket
 (64 ... ``batch_size``), so arbitrary N compiles at most a handful of shapes, never one per N.
 
 Samples: row i of a call gets ``z_k = mean + stddev * eps_k`` with eps drawn from ``fold_in(key, i)``, so
 results do not depend on chunking or padding, and ``key=None`` (a fixed key) makes ``embed`` deterministic.
+
+Joints the model reads but the detector's profile lacks (a head top for COCO, a nose for MPII-16 on an input14
+model) are fed as missing: zero, with the visibility mask False. Only a model that takes a mask
+(``model.mask_mode`` != "none") may be fed so; otherwise the call is an error naming the missing joints.
+``embed_usable`` embeds the usable rows of a whole detector file and says why it skipped each other row.
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ from prpose.errors import PrposeError
 
 DEFAULT_BATCH_SIZE = 1024
 _MIN_BUCKET = 64
+
+
+class UsableEmbeddings(NamedTuple):
+    """What :meth:`PoseEmbedder.embed_usable` returns.
+
+    embeddings: Embeddings of the M usable rows (in input order).
+    rows: (M,) int64, their row numbers in the input.
+    skipped: ((row, reason), ...) for every other row, in input order.
+    """
+
+    embeddings: "Embeddings"
+    rows: np.ndarray
+    skipped: tuple[tuple[int, str], ...]
 
 
 class Embeddings(NamedTuple):
@@ -74,17 +92,18 @@ def _eval_template(model_config, window: int):
     return graphdef, rest
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "normalize"))
-def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int, normalize: bool):
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "normalize", "profile"))
+def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int, normalize: bool, profile: str):
     """Eval-mode embedding of one padded chunk, normalisation included (so every step is bucketed).
 
-    keypoints (M, 13, 2) raw input13 (or already normalised when ``normalize`` is False), visible (M, 13)
-    -> mean, stddev (M, D), samples (M, K, D), valid (M,) (False where normalisation failed).
+    keypoints (M, J, 2) raw keypoints of the model's input ``profile`` (or already normalised when
+    ``normalize`` is False), visible (M, J) -> mean, stddev (M, D), samples (M, K, D), valid (M,) (False
+    where normalisation failed).
     """
     from prpose.normalize import normalize_2d
 
     if normalize:
-        keypoints, valid = normalize_2d(keypoints, visible)
+        keypoints, valid = normalize_2d(keypoints, visible, profile)
     else:
         valid = jnp.ones(keypoints.shape[:1], bool)
     model = nnx.merge(graphdef, state)
@@ -132,13 +151,20 @@ class PoseEmbedder:
         return cls(config, graphdef, state, fingerprint=fingerprint, step=step, batch_size=batch_size)
 
     # --- embedding ---------------------------------------------------------------------------------------------
-    def embed(self, keypoints, profile: str = "input13", scores=None, score_threshold: float = 0.3,
+    @property
+    def input_profile(self) -> str:
+        """The keypoint profile the model reads (``config.model.input_profile``)."""
+        return self.config.model.input_profile
+
+    def embed(self, keypoints, profile: str | None = None, scores=None, score_threshold: float = 0.3,
               key=None) -> Embeddings:
-        """Embed N 2D poses.
+        """Embed N 2D poses; every row must be usable (see :meth:`embed_usable` for whole detector files).
 
         Args:
           keypoints: (N, J, 2) pixel (or any consistent unit) coordinates in ``profile`` (J its joint count).
-          profile: "input13", "coco17" or "h36m17" (any prpose.keypoints profile containing the 13 input joints).
+          profile: any prpose.keypoints profile (name or KeypointProfile; "coco17", "body25", "mediapipe33",
+            "h36m17", ...); default: the model's input profile. Joints are converted to the model's input
+            profile by name; the ones ``profile`` lacks are fed as missing (needs a model with a mask input).
           scores: optional (N, J) detector confidences; keypoints scoring below ``score_threshold`` count as
             missing: they do not enter the normalisation and are zeroed (and fed as a mask to models trained
             with one). Missing keypoints may be NaN; used ones must be finite.
@@ -146,17 +172,47 @@ class PoseEmbedder:
         Returns:
           Embeddings(mean (N, D), stddev (N, D), samples (N, K, D)) as NumPy float32.
         Raises:
-          PrposeError for a wrong shape, unknown profile, non-finite used keypoints, or poses that cannot be
-          normalised (fewer than two visible torso joints / collapsed torso; the rows are named).
+          PrposeError for a wrong shape, unknown profile, a profile lacking model joints for a model without a
+          mask input, or rows that are not usable (non-finite used keypoints, fewer than two visible torso
+          joints, collapsed torso; the rows and the first reason are named).
         """
+        out, _, skipped = self.embed_usable(keypoints, profile, scores, score_threshold, key)
+        if skipped:
+            rows = [row for row, _ in skipped]
+            raise PrposeError(f"embed: {len(rows)} pose(s) cannot be embedded: rows {rows[:10]}"
+                              f"{' ...' if len(rows) > 10 else ''} (row {rows[0]}: {skipped[0][1]})")
+        return out
+
+    def embed_usable(self, keypoints, profile: str | None = None, scores=None, score_threshold: float = 0.3,
+                     key=None) -> UsableEmbeddings:
+        """Embed every usable row of a detector file and skip the others, saying why.
+
+        Same arguments as :meth:`embed`. A row is skipped when a keypoint it uses (score >= threshold) is NaN
+        or infinite, when fewer than two of its torso joints (shoulders, hips) are visible, or when its torso
+        cannot be normalised (visible torso joints coincide). Row i's samples are the same as in ``embed``.
+
+        Returns:
+          UsableEmbeddings(embeddings of the M usable rows, rows (M,), skipped ((row, reason), ...)).
+        Raises:
+          PrposeError for the argument errors of :meth:`embed` (never for a bad row).
+        """
+        from prpose.normalize import TORSO_JOINTS
+
+        target = self.input_profile
         try:
-            prof = kp.get_profile(profile)
+            prof = kp.get_profile(target if profile is None else profile)
         except ValueError as e:
             raise PrposeError(f"embed: profile: {e}") from None
         x = np.asarray(keypoints, dtype=np.float32) if not isinstance(keypoints, np.ndarray) else keypoints
         if x.ndim != 3 or x.shape[1:] != (prof.num_joints, 2):
             raise PrposeError(f"embed: keypoints have shape {x.shape}, expected (N, {prof.num_joints}, 2) "
                               f"for profile {prof.name!r}")
+        lacking = kp.missing_joints(prof, target)
+        if lacking and self.config.model.mask_mode == "none":
+            raise PrposeError(
+                f"embed: the model reads {target!r}, whose joint(s) {', '.join(lacking)} profile {prof.name!r} "
+                f"lacks; only a model trained with a mask input (model.mask_mode other than 'none') can take "
+                f"them as missing")
         x = x.astype(np.float32, copy=False)
         if scores is None:
             visible = np.ones(x.shape[:2], bool)
@@ -167,33 +223,43 @@ class PoseEmbedder:
             visible = s >= score_threshold
         finite = np.isfinite(x).all(axis=-1)
         bad = visible & ~finite
-        if bad.any():
-            rows = np.flatnonzero(bad.any(axis=1))
-            raise PrposeError(f"embed: {rows.size} pose(s) have non-finite used keypoints (rows {rows[:10].tolist()}"
-                              f"{' ...' if rows.size > 10 else ''}); mark missing keypoints with a low score")
-        try:
-            k13 = kp.convert(np.where(visible[..., None], x, 0.0), prof, "input13")
-            v13 = kp.convert(visible, prof, "input13", axis=-1)
-        except ValueError as e:
-            raise PrposeError(f"embed: {e}") from None
-        out, valid = self._run(k13, v13, key, normalize=True)
-        if not valid.all():
-            rows = np.flatnonzero(~valid)
-            raise PrposeError(f"embed: {rows.size} pose(s) cannot be normalised (collapsed torso or fewer than two "
-                              f"visible torso joints): rows {rows[:10].tolist()}{' ...' if rows.size > 10 else ''}")
-        return out
+        visible = visible & finite
+        k_in, _ = kp.convert_partial(np.where(visible[..., None], x, 0.0), prof, target)
+        v_in = kp.convert_partial(visible, prof, target, axis=-1)[0] > 0  # joints the profile lacks: False
+        k_in = k_in.astype(np.float32, copy=False)
+        out, valid = self._run(k_in, v_in, key, normalize=True)
 
-    def embed_normalized(self, keypoints13, visible=None, key=None) -> Embeddings:
-        """Embed already normalised input13 keypoints (N, 13, 2) with an optional (N, 13) bool mask."""
-        x = np.asarray(keypoints13, np.float32)
-        if x.ndim != 3 or x.shape[1:] != (13, 2):
-            raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, 13, 2)")
+        torso = [kp.get_profile(target).index(j) for j in TORSO_JOINTS]
+        torso_seen = v_in[:, torso].sum(axis=1)
+        skipped = []
+        for row in np.flatnonzero(bad.any(axis=1) | ~valid):
+            if bad[row].any():
+                names = [prof.joints[j] for j in np.flatnonzero(bad[row])]
+                reason = f"non-finite keypoint(s) with score >= {score_threshold}: {', '.join(names)}"
+            elif torso_seen[row] < 2:
+                reason = (f"{int(torso_seen[row])} visible torso joint(s) (needs 2 of {', '.join(TORSO_JOINTS)}; "
+                          f"scores >= {score_threshold})")
+            else:
+                reason = "degenerate torso (the visible torso joints coincide, or the coordinates are too large)"
+            skipped.append((int(row), reason))
+        keep = np.ones(x.shape[0], bool)
+        keep[[row for row, _ in skipped]] = False
+        rows = np.flatnonzero(keep)
+        return UsableEmbeddings(Embeddings(out.mean[rows], out.stddev[rows], out.samples[rows]), rows, tuple(skipped))
+
+    def embed_normalized(self, keypoints, visible=None, key=None) -> Embeddings:
+        """Embed already normalised keypoints (N, J, 2) of the model's input profile, optional (N, J) bool mask."""
+        j = self.config.model.num_keypoints
+        x = np.asarray(keypoints, np.float32)
+        if x.ndim != 3 or x.shape[1:] != (j, 2):
+            raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, {j}, 2) "
+                              f"({self.input_profile})")
         vis = np.ones(x.shape[:2], bool) if visible is None else np.asarray(visible, bool)
         return self._run(x, vis, key, normalize=False)[0]
 
     def _run(self, x, vis, key, *, normalize: bool):
         """Chunks of ``batch_size``, the last padded to a power-of-two bucket; returns (Embeddings, valid)."""
-        n = x.shape[0]
+        n, j = x.shape[:2]
         key = jax.random.key(0) if key is None else key
         # Without missing keypoints the mask is all True: normalize_2d then equals its unmasked form.
         means, stds, samples, valids = [], [], [], []
@@ -201,10 +267,11 @@ class PoseEmbedder:
             stop = min(n, start + self.batch_size)
             m = stop - start
             bucket = max(_MIN_BUCKET, 1 << (m - 1).bit_length()) if m < self.batch_size else self.batch_size
-            xp = np.zeros((bucket, 13, 2), np.float32)
-            vp = np.ones((bucket, 13), bool)
+            xp = np.zeros((bucket, j, 2), np.float32)
+            vp = np.ones((bucket, j), bool)
             xp[:m], vp[:m] = x[start:stop], vis[start:stop]
-            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples, normalize)
+            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples, normalize,
+                           self.input_profile)
             out = jax.device_get(out)
             means.append(out[0][:m]), stds.append(out[1][:m]), samples.append(out[2][:m]), valids.append(out[3][:m])
         if n == 0:

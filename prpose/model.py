@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from prpose import keypoints as kp
 from prpose.errors import PrposeError
+from prpose.normalize import torso_indices
 
-NUM_KEYPOINTS = 13  # the input13 profile (prpose.keypoints)
+DEFAULT_INPUT_PROFILE = "input13"  # the paper's input; every config without ``input_profile`` means it
 NORMS = ("batch", "layer", "group", "none")
 MASK_MODES = ("none", "zero", "channel", "both")
 TEMPORAL_FUSIONS = ("concat", "mean")
@@ -43,9 +45,12 @@ class ModelConfig:
     dropout: dropout rate inside the blocks, active only in train mode (paper: 0.3).
     norm: "batch" (paper), "layer", "group" or "none"; the normalisation after each hidden Dense.
     norm_groups: number of groups for norm="group"; width must be a multiple of it, with >= 2 units per group.
-    mask_mode: how a visibility mask (B, 13) enters: "none" (ignored; inputs are assumed already zeroed by
+    input_profile: the keypoint profile the model reads (prpose.keypoints; "input13" = the paper's 13 joints,
+        "input14" adds the head top so that detectors with a nose and with a head top both fit). Inputs are
+        (B, J, 2) in this profile's joint order; joints a detector lacks are fed as missing (needs a mask).
+    mask_mode: how a visibility mask (B, J) enters: "none" (ignored; inputs are assumed already zeroed by
         prpose.normalize.normalize_2d), "zero" (invisible keypoints zeroed), "channel" (visibility appended as
-        a third coordinate -> 39 inputs), "both" (zeroed and appended).
+        a third coordinate -> 3 J inputs), "both" (zeroed and appended).
     num_samples: K, samples drawn per embedding for the match probability (paper: 20).
     temporal_fusion: for TemporalEmbedder, "concat" (per-frame features concatenated in time order) or
         "mean" (averaged over frames).
@@ -60,6 +65,7 @@ class ModelConfig:
     mask_mode: str = "none"
     num_samples: int = 20
     temporal_fusion: str = "concat"
+    input_profile: str = DEFAULT_INPUT_PROFILE
 
     def __post_init__(self):
         def bad(field, expected):
@@ -81,16 +87,24 @@ class ModelConfig:
             bad("mask_mode", f"one of {MASK_MODES}")
         if self.temporal_fusion not in TEMPORAL_FUSIONS:
             bad("temporal_fusion", f"one of {TEMPORAL_FUSIONS}")
+        if not isinstance(self.input_profile, str) or self.input_profile not in kp.PROFILES:
+            bad("input_profile", f"a keypoint profile name, one of {sorted(kp.PROFILES)}")
+        torso_indices(self.input_profile)  # the profile must hold the joints that define normalisation
         if self.norm == "group":
             g = self.norm_groups
             if not isinstance(g, int) or g < 1 or self.width % g != 0 or self.width // g < 2:
                 bad("norm_groups", f"a divisor of width={self.width} leaving >= 2 units per group")
 
     @property
+    def num_keypoints(self) -> int:
+        """J, the joint count of ``input_profile``."""
+        return kp.get_profile(self.input_profile).num_joints
+
+    @property
     def input_dim(self) -> int:
-        """Flattened input size: 26 (x, y per keypoint) or 39 with the visibility channel."""
+        """Flattened input size: 2 J (x, y per keypoint) or 3 J with the visibility channel (J = 13: 26 / 39)."""
         channels = 3 if self.mask_mode in ("channel", "both") else 2
-        return NUM_KEYPOINTS * channels
+        return self.num_keypoints * channels
 
 
 def _he_normal():
@@ -136,14 +150,14 @@ def _positive_stddev(x):
     return jnp.where(x > 0, x + 1.0, jnp.exp(jnp.minimum(x, 0.0))) + STDDEV_EPSILON
 
 
-def _check_keypoints(x, visible, expected_leading: int, name: str):
-    """Validate (..., 13, 2) keypoints and an optional (..., 13) mask at trace time (shapes are static)."""
+def _check_keypoints(x, visible, expected_leading: int, name: str, config: ModelConfig):
+    """Validate (..., J, 2) keypoints and an optional (..., J) mask at trace time (shapes are static)."""
     shape = tuple(jnp.shape(x))
-    if len(shape) != expected_leading + 2 or shape[-2:] != (NUM_KEYPOINTS, 2):
+    if len(shape) != expected_leading + 2 or shape[-2:] != (config.num_keypoints, 2):
         lead = ", ".join(["B", "T"][:expected_leading])
         raise PrposeError(
-            f"{name}: keypoints have shape {shape}, expected ({lead}, {NUM_KEYPOINTS}, 2) "
-            "(normalised input13 keypoints)"
+            f"{name}: keypoints have shape {shape}, expected ({lead}, {config.num_keypoints}, 2) "
+            f"(normalised {config.input_profile} keypoints)"
         )
     if visible is not None and tuple(jnp.shape(visible)) != shape[:-1]:
         raise PrposeError(
@@ -152,7 +166,7 @@ def _check_keypoints(x, visible, expected_leading: int, name: str):
 
 
 def _input_features(x, visible, mask_mode: str):
-    """(..., 13, 2) keypoints [+ (..., 13) visibility] -> (..., 26 or 39) flat features."""
+    """(..., J, 2) keypoints [+ (..., J) visibility] -> (..., 2 J or 3 J) flat features."""
     x = jnp.asarray(x, jnp.float32)
     if mask_mode == "none":
         return x.reshape(*x.shape[:-2], -1)
@@ -203,7 +217,7 @@ class Embedder(_MatchParamsMixin, nnx.Module):
     """Pr-VIPE embedder for single poses.
 
     Embedder(config, rngs=nnx.Rngs(params=0, dropout=1)); call with
-    x (B, 13, 2) normalised input13 keypoints and visible (B, 13) bool/float or None
+    x (B, J, 2) normalised keypoints of ``config.input_profile`` and visible (B, J) bool/float or None
     -> (mean (B, D), stddev (B, D)) float32, stddev > 0.
     """
 
@@ -216,7 +230,7 @@ class Embedder(_MatchParamsMixin, nnx.Module):
         self._init_match_params()
 
     def __call__(self, x, visible=None):
-        _check_keypoints(x, visible, 1, "Embedder")
+        _check_keypoints(x, visible, 1, "Embedder", self.config)
         features = self.encoder(_input_features(x, visible, self.config.mask_mode))
         return self.heads(features)
 
@@ -230,7 +244,7 @@ class TemporalEmbedder(_MatchParamsMixin, nnx.Module):
     the heads can weigh frames; "mean" is order-invariant and independent of T (cheaper heads, but it cannot
     tell a sit-down from a stand-up).
 
-    TemporalEmbedder(config, num_frames=7, rngs=...); call with x (B, T, 13, 2), visible (B, T, 13) or None
+    TemporalEmbedder(config, num_frames=7, rngs=...); call with x (B, T, J, 2), visible (B, T, J) or None
     -> (mean (B, D), stddev (B, D)).
     """
 
@@ -249,7 +263,7 @@ class TemporalEmbedder(_MatchParamsMixin, nnx.Module):
         self._init_match_params()
 
     def __call__(self, x, visible=None):
-        _check_keypoints(x, visible, 2, "TemporalEmbedder")
+        _check_keypoints(x, visible, 2, "TemporalEmbedder", self.config)
         batch, frames = x.shape[:2]
         if frames != self.num_frames:
             raise PrposeError(

@@ -1,6 +1,7 @@
 """Pose normalisation (Pr-VIPE, REFERENCE.md "Keypoints and normalisation").
 
-* ``normalize_2d``: input13 keypoints; subtract the hip midpoint, then scale so that the largest of the six
+* ``normalize_2d``: keypoints of a model input profile (input13 by default, any profile holding the four
+  torso joints by name); subtract the hip midpoint, then scale so that the largest of the six
   distances among {left shoulder, right shoulder, left hip, right hip} becomes 0.5.
 * ``normalize_3d``: h36m17 poses; subtract the pelvis, divide by |pelvis - spine| + |spine - thorax|.
 
@@ -16,15 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from prpose.errors import PrposeError
-from prpose.keypoints import H36M17, INPUT13
+from prpose.keypoints import H36M17, KeypointProfile, get_profile
 
-# input13 torso joints that define the 2D scale.
-_L_SHOULDER = INPUT13.index("left_shoulder")
-_R_SHOULDER = INPUT13.index("right_shoulder")
-_L_HIP = INPUT13.index("left_hip")
-_R_HIP = INPUT13.index("right_hip")
-_TORSO_2D = (_L_SHOULDER, _R_SHOULDER, _L_HIP, _R_HIP)
-# The six unordered pairs among the four torso joints (index into _TORSO_2D).
+# The torso joints that define the 2D offset and scale, looked up by name in the input profile. Order matters
+# below: shoulders first, then hips.
+TORSO_JOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+# The six unordered pairs among the four torso joints (index into TORSO_JOINTS).
 _TORSO_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 
 _PELVIS = H36M17.index("pelvis")
@@ -62,8 +60,18 @@ def _safe_sqrt(sq):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def normalize_2d(keypoints, visible=None):
-    """Normalise input13 2D keypoints (Pr-VIPE input normalisation).
+def torso_indices(profile: str | KeypointProfile = "input13") -> tuple[int, int, int, int]:
+    """Indices of :data:`TORSO_JOINTS` in ``profile``; PrposeError naming the ones it lacks."""
+    prof = get_profile(profile)
+    missing = [j for j in TORSO_JOINTS if j not in prof.joints]
+    if missing:
+        raise PrposeError(f"profile {prof.name!r} cannot be normalised: it lacks the torso joint(s) "
+                          f"{', '.join(missing)}")
+    return tuple(prof.index(j) for j in TORSO_JOINTS)
+
+
+def normalize_2d(keypoints, visible=None, profile: str | KeypointProfile = "input13"):
+    """Normalise 2D keypoints of a model input profile (Pr-VIPE input normalisation).
 
     Subtract the hip midpoint; multiply by 0.5 / (largest of the six pairwise distances among left/right
     shoulder and left/right hip), so that this largest torso distance becomes 0.5.
@@ -80,25 +88,30 @@ def normalize_2d(keypoints, visible=None):
     (prpose.augment) sees the same approximations at training time.
 
     Args:
-      keypoints: (..., 13, 2) input13 keypoints, any units (pixels, metres, ...). NumPy or JAX.
-      visible: optional (..., 13) bool (nonzero = visible); broadcast against ``keypoints``' batch shape.
+      keypoints: (..., J, 2) keypoints of ``profile``, any units (pixels, metres, ...). NumPy or JAX.
+      visible: optional (..., J) bool (nonzero = visible); broadcast against ``keypoints``' batch shape.
+      profile: the keypoints' profile (name or KeypointProfile, static under jit); the torso joints
+        (:data:`TORSO_JOINTS`) are found by name. Default "input13" (J = 13).
     Returns:
-      normalized: (..., 13, 2) float; zeros where ``valid`` is False and at invisible keypoints.
+      normalized: (..., J, 2) float; zeros where ``valid`` is False and at invisible keypoints.
       valid: (...) bool.
     Raises:
-      PrposeError: wrong shapes.
+      PrposeError: wrong shapes, or a profile without the torso joints.
     """
     fn = "normalize_2d"
+    prof = get_profile(profile)
+    torso_idx = list(torso_indices(prof))
+    num_joints = prof.num_joints
     kp = _as_float(keypoints, "keypoints", fn)
-    _check_shape(kp, INPUT13.num_joints, 2, "keypoints", fn, "input13")
-    finite = jnp.all(jnp.isfinite(kp), axis=-1)  # (..., 13)
+    _check_shape(kp, num_joints, 2, "keypoints", fn, prof.name)
+    finite = jnp.all(jnp.isfinite(kp), axis=-1)  # (..., J)
     if visible is None:
         vis = finite
     else:
         vis = jnp.asarray(visible)
-        if vis.ndim < 1 or vis.shape[-1] != INPUT13.num_joints:
+        if vis.ndim < 1 or vis.shape[-1] != num_joints:
             raise PrposeError(
-                f"{fn}: argument 'visible' has shape {tuple(vis.shape)}, expected (..., 13) matching "
+                f"{fn}: argument 'visible' has shape {tuple(vis.shape)}, expected (..., {num_joints}) matching "
                 f"keypoints of shape {tuple(kp.shape)}"
             )
         try:
@@ -112,8 +125,8 @@ def normalize_2d(keypoints, visible=None):
     # Zero out unusable coordinates first so that NaN/inf never reach arithmetic (or its gradient).
     kp = jnp.where(vis[..., None], kp, 0.0)  # also broadcasts kp up to visible's batch shape
 
-    torso = kp[..., _TORSO_2D, :]  # (..., 4, 2)
-    tvis = vis[..., _TORSO_2D]  # (..., 4)
+    torso = kp[..., torso_idx, :]  # (..., 4, 2)
+    tvis = vis[..., torso_idx]  # (..., 4)
     w = tvis.astype(kp.dtype)
 
     # Offset: mean of visible hips, else mean of visible shoulders.

@@ -2,13 +2,14 @@
 
 A training example (REFERENCE.md "Training data and mining") is one 3D pose seen from two views: the
 anchor's and the positive's 2D keypoints from two distinct cameras of the same frame, plus the 3D pose.
-:func:`load_train_arrays` converts a split once (h36m17 -> input13, ``normalize_2d`` per camera,
+:func:`load_train_arrays` converts a split once (h36m17 -> the model's input profile by joint name,
+``normalize_2d`` per camera,
 ``normalize_3d``) and puts it on the devices; :func:`sample_batch` then draws frames and an ordered pair of
 distinct usable cameras per frame entirely on the device (no Python per step), so it can live inside the
 jitted train step. :func:`sample_windows` does the same for windows of consecutive frames of one sequence
 (temporal Pr-VIPE), with one camera pair for the whole window.
 
-A view (frame, camera) is *usable* when its 2D normalisation is valid and all 13 input keypoints are visible
+A view (frame, camera) is *usable* when its 2D normalisation is valid and all input keypoints are visible
 in that camera (inside the image and in front of it; the dataset's ``visibility``). Keypoints behind a
 camera have meaningless projections, and partial views are produced on purpose by keypoint dropout
 (prpose.augment) rather than taken from wherever a joint left the frame. Frames whose 3D normalisation is
@@ -31,14 +32,15 @@ from prpose.normalize import normalize_2d, normalize_3d
 _CHUNK = 16384  # frames normalised at a time on the host: bounds memory on large memory-mapped datasets
 
 # Jitted once per input shape: eager jnp dispatch compiles every primitive separately (seconds on 2 cores).
-_normalize_2d_jit = jax.jit(normalize_2d)
+_normalize_2d_jit = jax.jit(normalize_2d, static_argnames=("profile",))
 _normalize_3d_jit = jax.jit(normalize_3d)
 
 
 class TrainArrays(NamedTuple):
     """A split ready for sampling (a pytree of device arrays). N kept frames, C cameras.
 
-    keypoints2d: (N, C, 13, 2) float32, input13, normalised per view (zeros where unusable).
+    keypoints2d: (N, C, J, 2) float32, the model's input profile (J joints), normalised per view (zeros where
+        unusable).
     view_valid: (N, C) bool, usable views (at least two per kept frame).
     poses3d: (N, 17, 3) float32, h36m17, normalised.
     frame_ids: (N,) int32, row of each kept frame in the dataset (for reporting/debugging).
@@ -58,7 +60,7 @@ class TrainArrays(NamedTuple):
 class Batch(NamedTuple):
     """One training batch. Shapes for window == 1; with windows a T axis follows B.
 
-    anchor2d, positive2d: (B, 13, 2) normalised input13 keypoints (anchor and positive views).
+    anchor2d, positive2d: (B, J, 2) normalised keypoints of the input profile (anchor and positive views).
     poses3d: (B, 17, 3) normalised h36m17 3D poses (the label used for mining).
     anchor_camera, positive_camera: (B,) int32 camera slots, always distinct.
     frame: (B,) int32 rows into TrainArrays (window start for windows).
@@ -95,24 +97,25 @@ class LoadReport:
         return s
 
 
-def prepare_views(keypoints2d_h36m17, visibility_h36m17):
-    """Convert and normalise views on the host.
+def prepare_views(keypoints2d_h36m17, visibility_h36m17, profile: str = "input13"):
+    """Convert (by joint name) and normalise views on the host.
 
     Args:
       keypoints2d_h36m17: (..., 17, 2) pixels, h36m17.
       visibility_h36m17: (..., 17) bool.
+      profile: the model's input profile (``ModelConfig.input_profile``); h36m17 must hold all its joints.
     Returns:
-      (keypoints (..., 13, 2) float32 normalised input13, usable (...) bool).
+      (keypoints (..., J, 2) float32 normalised in ``profile``, usable (...) bool).
     """
-    k13 = kp.convert(np.asarray(keypoints2d_h36m17, np.float32), "h36m17", "input13")
-    v13 = kp.convert(np.asarray(visibility_h36m17, bool), "h36m17", "input13", axis=-1)
-    normalized, valid = _normalize_2d_jit(k13)
+    k = kp.convert(np.asarray(keypoints2d_h36m17, np.float32), "h36m17", profile)
+    v = kp.convert(np.asarray(visibility_h36m17, bool), "h36m17", profile, axis=-1)
+    normalized, valid = _normalize_2d_jit(k, profile=profile)
     normalized, valid = np.asarray(normalized, np.float32), np.asarray(valid)
-    usable = valid & v13.all(axis=-1) & np.isfinite(k13).all(axis=(-1, -2))
+    usable = valid & v.all(axis=-1) & np.isfinite(k).all(axis=(-1, -2))
     return np.where(usable[..., None, None], normalized, 0.0).astype(np.float32), usable
 
 
-def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None):
+def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None, profile: str = "input13"):
     """Load one split of a prepared dataset onto the devices, once.
 
     Args:
@@ -121,6 +124,7 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
       window: 1 for single frames; T > 1 also computes the starts of windows of T consecutive frames
         (same sequence, consecutive ``frame`` numbers, all kept).
       sharding: optional ``jax.sharding.Sharding`` for the arrays (replicated for data parallel training).
+      profile: the model's input profile (``config.model.input_profile``).
     Returns:
       (TrainArrays, LoadReport).
     """
@@ -138,7 +142,7 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
     k_parts, u_parts, p_parts, p_valid_parts = [], [], [], []
     for start in range(0, rows.size, _CHUNK):
         r = rows[start:start + _CHUNK]
-        k, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r])
+        k, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r], profile)
         p, pv = _normalize_3d_jit(np.asarray(dataset.poses3d[r], np.float32))
         pv = np.asarray(pv) & np.isfinite(np.asarray(dataset.poses3d[r])).all(axis=(-1, -2))
         k_parts.append(k), u_parts.append(u), p_parts.append(np.asarray(p, np.float32)), p_valid_parts.append(pv)
@@ -224,7 +228,7 @@ def sample_batch(key, arrays: TrainArrays, batch_size: int) -> Batch:
 def sample_windows(key, arrays: TrainArrays, batch_size: int, window: int) -> Batch:
     """Draw windows of ``window`` consecutive frames (jittable; sizes static). One camera pair per window.
 
-    Returns a Batch with anchor2d/positive2d (B, T, 13, 2), poses3d (B, T, 17, 3), frame (B,) window start row.
+    Returns a Batch with anchor2d/positive2d (B, T, J, 2), poses3d (B, T, 17, 3), frame (B,) window start row.
     """
     if arrays.window_starts.shape[0] == 0:
         raise PrposeError("sample_windows: the arrays were loaded without windows (load_train_arrays(window=T))")

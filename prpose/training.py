@@ -129,6 +129,8 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     from prpose.mining import pose_distance_matrix
 
     aug = config.augment
+    profile = config.model.input_profile
+    num_joints = config.model.num_keypoints
     key = jax.random.fold_in(state.key, state.step)
     k_batch, k_aug_a, k_aug_p, k_occ_a, k_occ_p, k_loss = jax.random.split(key, 6)
 
@@ -143,16 +145,16 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     # 2. Camera augmentation (each view independently, p = projection_probability) and occlusion.
     def views(x2d, k_aug, k_occ):
         lead = x2d.shape[:-2]  # (B,) or (B, T)
-        flat2d, flat3d = x2d.reshape(-1, 13, 2), batch.poses3d.reshape(-1, 17, 3)
+        flat2d, flat3d = x2d.reshape(-1, num_joints, 2), batch.poses3d.reshape(-1, 17, 3)
         if aug.projection_probability > 0:
-            flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead)
+            flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead, profile)
         visible, visible3d = None, None
         if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
-            occ = occlude_keypoints(flat2d, k_occ, aug)
+            occ = occlude_keypoints(flat2d, k_occ, aug, profile)
             flat2d = occ.keypoints
-            visible = occ.visible.reshape(*lead, 13) if aug.emit_visibility else None
+            visible = occ.visible.reshape(*lead, num_joints) if aug.emit_visibility else None
             visible3d = occ.visible3d.reshape(*lead, 17)
-        return flat2d.reshape(*lead, 13, 2), visible, visible3d
+        return flat2d.reshape(*lead, num_joints, 2), visible, visible3d
 
     anchor2d, anchor_vis, anchor_vis3d = views(batch.anchor2d, k_aug_a, k_occ_a)
     positive2d, positive_vis, _ = views(batch.positive2d, k_aug_p, k_occ_p)
@@ -194,19 +196,19 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     return new_state, ema, metrics
 
 
-def _camera_augment(flat2d, flat3d, key, aug, lead):
+def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
     """Per example (per window: one camera for all its frames), the real view or a random virtual camera's.
 
-    flat2d (M, 13, 2), flat3d (M, 17, 3) with M = prod(lead); lead = (B,) or (B, T).
+    flat2d (M, J, 2) in the input ``profile``, flat3d (M, 17, 3) with M = prod(lead); lead = (B,) or (B, T).
     """
     from prpose.augment import camera_augment, project_views, random_view_rotations
 
     if len(lead) == 1:
-        return camera_augment(flat2d, flat3d, key, aug)
+        return camera_augment(flat2d, flat3d, key, aug, profile)
     batch, frames = lead
     k_choice, k_view = jax.random.split(key)
     rotations = jnp.repeat(random_view_rotations(k_view, batch, aug), frames, axis=0)
-    projected, valid = project_views(flat3d, rotations, aug)
+    projected, valid = project_views(flat3d, rotations, aug, profile)
     use = jax.random.bernoulli(k_choice, aug.projection_probability, (batch,))
     use = jnp.repeat(use & valid.reshape(batch, frames).all(axis=1), frames)
     return jnp.where(use[:, None, None], projected, flat2d)
@@ -287,7 +289,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     data_sharding = NamedSharding(mesh, P("data"))
 
     dataset = load_dataset(data_dir)
-    arrays, report = load_train_arrays(dataset, "train", window=config.window, sharding=NamedSharding(mesh, P()))
+    arrays, report = load_train_arrays(dataset, "train", window=config.window, sharding=NamedSharding(mesh, P()),
+                                       profile=config.model.input_profile)
     log(f"train data: {report.summary()}")
     eval_split = _eval_split(dataset, config.eval_split) if config.window == 1 else None
     if config.eval_every and eval_split is None:

@@ -321,7 +321,7 @@ def test_occlusion_never_nan_and_reverts_impossible_examples():
     np.testing.assert_array_equal(got[reverted], FRONT_KEYPOINTS[reverted])
     assert visible[reverted].all() and visible3d[reverted].all()
     np.testing.assert_allclose(got[~reverted], normalize_2d_ref(FRONT_KEYPOINTS, visible)[~reverted], atol=1e-5)
-    np.testing.assert_array_equal(visible3d, np.asarray(A.input13_visibility_to_h36m17(visible)))
+    np.testing.assert_array_equal(visible3d, np.asarray(A.visibility_to_h36m17(visible)))
 
 
 def test_lower_body_occlusion_normalises_from_the_shoulders():
@@ -335,7 +335,7 @@ def test_lower_body_occlusion_normalises_from_the_shoulders():
     # The mining mask keeps the upper body only: h36m17 pelvis, r hip/knee/ankle, l hip/knee/ankle, spine,
     # thorax, nose, head, l arm, r arm.
     np.testing.assert_array_equal(
-        np.asarray(A.input13_visibility_to_h36m17(visible[:1]))[0], [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        np.asarray(A.visibility_to_h36m17(visible[:1]))[0], [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
     )
 
 
@@ -344,7 +344,7 @@ def test_visibility_maps_to_h36m17_joints():
     visible[0, LHIP] = False
     visible[1, RSH] = False
     visible[2, NOSE] = False
-    got = np.asarray(A.input13_visibility_to_h36m17(visible))
+    got = np.asarray(A.visibility_to_h36m17(visible))
     hidden = [set(np.flatnonzero(~row)) for row in got]
     # h36m17 indices: pelvis 0, left hip 4, spine 7, thorax 8, nose 9, head 10, right shoulder 14.
     assert hidden == [{0, 4, 7}, {7, 8, 14}, {9, 10}]

@@ -176,3 +176,28 @@ def test_normalize_3d_degenerate_and_nonfinite_rows_are_invalid_zero_with_finite
 def test_normalize_3d_bad_shape():
     with pytest.raises(PrposeError, match=r"normalize_3d.*'poses'.*\(\.\.\., 17, 3\)"):
         normalize_3d(np.zeros((2, 13, 3)))
+
+
+def test_normalize_2d_finds_torso_joints_by_name_in_any_profile():
+    """input14 (head appended) and a shuffled profile normalise the shared joints exactly like input13."""
+    from prpose import keypoints as kpmod
+
+    rng = np.random.default_rng(3)
+    x14 = rng.uniform(0, 500, size=(5, 14, 2)).astype(np.float32)
+    n14, v14 = normalize_2d(x14, profile="input14")
+    n13, v13 = normalize_2d(x14[:, :13])
+    np.testing.assert_allclose(np.asarray(n14)[:, :13], np.asarray(n13), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(v14, v13)
+    order = rng.permutation(14)
+    shuffled = kpmod.KeypointProfile("shuffled14", tuple(kpmod.INPUT14.joints[i] for i in order))
+    ns, _ = normalize_2d(x14[:, order], profile=shuffled)
+    np.testing.assert_allclose(np.asarray(ns), np.asarray(n14)[:, order], rtol=1e-6, atol=1e-6)
+
+
+def test_normalize_2d_rejects_a_profile_without_torso():
+    from prpose.keypoints import KeypointProfile
+
+    with pytest.raises(PrposeError, match="lacks the torso joint"):
+        normalize_2d(np.zeros((1, 2, 2)), profile=KeypointProfile("heads", ("nose", "head")))
+    with pytest.raises(PrposeError, match=r"expected \(\.\.\., 14, 2\) \(input14"):
+        normalize_2d(np.zeros((1, 13, 2)), profile="input14")
