@@ -56,8 +56,10 @@ def test_query_returns_the_same_frame_from_another_camera(pipeline, capsys):
     queries, rows = _query_file(pipeline)
     capsys.readouterr()
     assert main(["query", "--index", str(pipeline / "index"), "--input", str(queries), "--k", "5", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
-    assert len(results) == 2
+    output = json.loads(capsys.readouterr().out)
+    assert output["skipped"] == []
+    results = output["queries"]
+    assert len(results) == 2 and [r["row"] for r in results] == [0, 1]
     for result in results:
         assert len(result["matches"]) == 5
         probabilities = [m["probability"] for m in result["matches"]]
@@ -108,8 +110,9 @@ def test_query_refuses_an_index_built_by_another_model(pipeline, tmp_path, capsy
 @pytest.mark.parametrize(
     "content, message",
     [
-        ({"keypoints": np.ones((2, 12, 2))}, "cannot tell the keypoint profile"),
-        ({"keypoints": np.full((1, 17, 2), np.nan), "profile": "h36m17"}, "NaN or infinite"),
+        ({"keypoints": np.ones((2, 12, 2))}, "does not say which keypoint profile its 12 joints follow"),
+        ({"keypoints": np.full((1, 17, 2), np.nan), "profile": "h36m17"},
+         "none of the 1 pose(s) in the input can be embedded (row 0 (row 0): non-finite keypoint(s)"),
         ({"keypoints": np.ones((1, 17, 2)), "profile": "openpose"}, "unknown keypoint profile"),
     ],
 )
@@ -135,3 +138,71 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "demo finished" in printed and "NP-MPJPE to truth" in printed
     assert (out / "matches.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _detector_file(root, people=20, seed=0):
+    """A COCO-17 detector results file as a real detector writes it: one image per frame, scores in (0, 1],
+    eyes and ears undetected (v = 0), and two people cut by the image border: people 6 and 13 keep only
+    joints that lie inside the image (fewer than two torso joints)."""
+    from prpose import keypoints as kp
+    from prpose.dataset import load_dataset
+
+    dataset = load_dataset(root / "data")
+    rows = dataset.indices(split="train")[:people]
+    k17 = np.asarray(dataset.keypoints2d[rows, 2], np.float64)
+    coco, available = kp.convert_available(k17, "h36m17", "coco17")
+    rng = np.random.default_rng(seed)
+    scores = np.where(available, rng.uniform(0.35, 0.98, coco.shape[:2]), 0.0)
+    # Person 6 walks out of the top of the frame: its torso (and what lies above it) is outside (y < 0).
+    torso = [kp.COCO17.index(j) for j in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    coco[6, :, 1] -= coco[6, torso, 1].max() + 5.0
+    scores[6] = np.where(coco[6, :, 1] < 0, 0.0, scores[6])
+    # Person 13 is cut by the left border: only its right arm and right shoulder stay inside.
+    keep = [kp.COCO17.index(j) for j in ("right_shoulder", "right_elbow", "right_wrist")]
+    scores[13, [j for j in range(17) if j not in keep]] = 0.0
+    records = [{"image_id": int(i), "category_id": 1, "score": float(rng.uniform(0.5, 1.0)),
+                "keypoints": np.concatenate([coco[i], scores[i][:, None]], 1).ravel().round(2).tolist()}
+               for i in range(people)]
+    path = root / "detections.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_whole_detector_files_embed_the_usable_people_and_report_the_rest(pipeline, capsys):
+    detections = _detector_file(pipeline)
+    out = pipeline / "det_emb.npz"
+    capsys.readouterr()
+    assert main(["embed", "--model", str(pipeline / "run"), "--input", str(detections), "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 of 20 poses" in captured.err
+    assert "row 6 (image 6 #0): 0 visible torso joint(s)" in captured.err
+    assert "row 13 (image 13 #0): 1 visible torso joint(s)" in captured.err
+    assert "embedded 18 of 20 poses (coco17 -> input13, 2 skipped)" in captured.out
+    with np.load(out) as emb:
+        assert emb["mean"].shape[0] == 18 and emb["rows"].tolist() == [i for i in range(20) if i not in (6, 13)]
+        assert emb["skipped"].tolist() == [6, 13] and emb["skipped_ids"].tolist() == ["image 6 #0", "image 13 #0"]
+        assert "torso" in str(emb["skipped_reasons"][1])
+        assert emb["ids"][6] == "image 7 #0"
+
+    assert main(["query", "--index", str(pipeline / "index"), "--input", str(detections), "--k", "3",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    output = json.loads(captured.out)
+    assert [s["row"] for s in output["skipped"]] == [6, 13]
+    assert output["skipped"][0]["id"] == "image 6 #0" and "torso" in output["skipped"][0]["reason"]
+    assert len(output["queries"]) == 18 and output["queries"][6]["row"] == 7
+    assert all(len(q["matches"]) == 3 for q in output["queries"])
+    assert "row 13 (image 13 #0)" in captured.err
+
+
+def test_a_detector_file_with_nobody_usable_is_refused(pipeline, tmp_path, capsys):
+    records = [{"image_id": 1, "keypoints": [10.0, 10.0, 0.9] * 5 + [0.0, 0.0, 0.0] * 12}] * 3
+    path = tmp_path / "nobody.json"
+    path.write_text(json.dumps(records))
+    capsys.readouterr()
+    assert main(["embed", "--model", str(pipeline / "run"), "--input", str(path), "--output",
+                 str(tmp_path / "e.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prpose embed: error:") and len(err.splitlines()) == 1
+    assert "none of the 3 pose(s) in the input can be embedded (row 0 (image 1 #0): 0 visible torso" in err
+    assert not (tmp_path / "e.npz").exists()

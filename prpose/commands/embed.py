@@ -4,22 +4,55 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 import numpy as np
 
 
+INPUT_HELP = ("keypoints: COCO keypoint-results JSON, OpenPose BODY_25 JSON (a file or a folder of them), MediaPipe "
+              "landmarks JSON/.npz, or .npz with `keypoints` (N, J, 2), `profile` and optional `scores` (N, J) "
+              "(README: Input files)")
+PROFILE_HELP = ("keypoint profile of the input, for a bare .npz without a `profile` array; it must agree with the "
+                "file's own profile when the file has one (known: {})")
+MAX_SKIP_LINES = 20  # rows named on stderr; the output holds every one
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from prpose.keypoints import PROFILES
+
     parser.add_argument("--model", required=True, help="training run directory (written by `prpose train`)")
-    parser.add_argument(
-        "--input", required=True,
-        help=".npz with `keypoints` (N, J, 2), optional `scores` (N, J) and `profile`; or COCO keypoint-results JSON",
-    )
-    parser.add_argument("--output", required=True, help="output .npz: mean (N, D), stddev (N, D), samples (N, K, D), "
-                        "a, b, smoothing (match probability), fingerprint")
-    parser.add_argument("--profile", default=None, help="keypoint profile of the input (coco17, h36m17, input13); "
-                        "default: the file's own, or coco17 for JSON")
+    parser.add_argument("--input", required=True, help=INPUT_HELP)
+    parser.add_argument("--output", required=True, help="output .npz: mean (M, D), stddev (M, D), samples (M, K, D) "
+                        "of the M usable poses, ids and rows (their input rows), a, b, smoothing (match "
+                        "probability), fingerprint; skipped, skipped_ids, skipped_reasons for the others")
+    parser.add_argument("--profile", default=None, help=PROFILE_HELP.format(", ".join(sorted(PROFILES))))
     parser.add_argument("--score-threshold", type=float, default=0.3,
                         help="keypoints scoring below this count as missing (default: %(default)s)")
+
+
+def embed_poses(model, poses, score_threshold: float, command: str):
+    """Embed every usable pose of a KeypointFile; name each skipped one on stderr (at most MAX_SKIP_LINES).
+
+    Returns prpose.inference.UsableEmbeddings. Raises PrposeError when no pose is usable.
+    """
+    from prpose.errors import PrposeError
+
+    result = model.embed_usable(poses.keypoints, profile=poses.profile, scores=poses.scores,
+                                score_threshold=score_threshold)
+    n = len(poses.ids)
+    if not result.rows.size:
+        row, reason = result.skipped[0]
+        raise PrposeError(f"none of the {n} pose(s) in the input can be embedded (row {row} ({poses.ids[row]}): "
+                          f"{reason})")
+    if result.skipped:
+        print(f"prpose {command}: skipped {len(result.skipped)} of {n} poses that cannot be embedded:",
+              file=sys.stderr)
+        for row, reason in result.skipped[:MAX_SKIP_LINES]:
+            print(f"  row {row} ({poses.ids[row]}): {reason}", file=sys.stderr)
+        if len(result.skipped) > MAX_SKIP_LINES:
+            print(f"  ... and {len(result.skipped) - MAX_SKIP_LINES} more (all are listed in the output)",
+                  file=sys.stderr)
+    return result
 
 
 def main(args) -> int:
@@ -28,15 +61,20 @@ def main(args) -> int:
 
     poses = read_keypoints(args.input, args.profile)
     model = load_model(args.model)
-    out = model.embed(poses.keypoints, profile=poses.profile, scores=poses.scores,
-                      score_threshold=args.score_threshold)
+    result = embed_poses(model, poses, args.score_threshold, "embed")
+    out = result.embeddings
+    skipped = [row for row, _ in result.skipped]
     a, b, smoothing = model.match_params
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp.npz")
     np.savez(tmp, mean=out.mean, stddev=out.stddev, samples=out.samples, a=np.float32(a), b=np.float32(b),
-             smoothing=np.float32(smoothing), fingerprint=model.fingerprint, ids=np.array(poses.ids))
+             smoothing=np.float32(smoothing), fingerprint=model.fingerprint,
+             ids=np.array([poses.ids[r] for r in result.rows]), rows=result.rows.astype(np.int64),
+             skipped=np.array(skipped, np.int64), skipped_ids=np.array([poses.ids[r] for r in skipped], dtype=str),
+             skipped_reasons=np.array([reason for _, reason in result.skipped], dtype=str))
     tmp.replace(output)  # never leave a half-written output under the final name
-    print(f"embedded {len(out.mean)} poses ({poses.profile}) -> {output}  "
+    print(f"embedded {len(out.mean)} of {len(poses.ids)} poses ({poses.profile} -> {model.input_profile}"
+          f"{f', {len(skipped)} skipped' if skipped else ''}) -> {output}  "
           f"[D={out.mean.shape[1]}, K={out.samples.shape[1]}, model {model.fingerprint}]")
     return 0

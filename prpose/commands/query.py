@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 
@@ -12,13 +13,17 @@ MATCH_KAPPA = 0.1  # two poses match in 3D when their NP-MPJPE is below this (th
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from prpose.commands.embed import INPUT_HELP, PROFILE_HELP
+    from prpose.keypoints import PROFILES
+
     parser.add_argument("--index", required=True, help="index directory (written by `prpose index build`)")
-    parser.add_argument("--input", required=True, help="query keypoints: .npz or COCO keypoint-results JSON")
+    parser.add_argument("--input", required=True, help=INPUT_HELP)
     parser.add_argument("--k", type=int, default=10, help="matches per query (default: %(default)s)")
-    parser.add_argument("--profile", default=None, help="keypoint profile of the input (default: the file's own)")
+    parser.add_argument("--profile", default=None, help=PROFILE_HELP.format(", ".join(sorted(PROFILES))))
     parser.add_argument("--model", default=None, help="training run directory (default: the one that built the index)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table: {\"queries\": [{query, "
+                        "row, id, matches}], \"skipped\": [{row, id, reason}]}")
     parser.add_argument("--plot", default=None, metavar="PNG", help="draw each query beside its top matches")
 
 
@@ -97,6 +102,7 @@ def _plot(path, poses, result, k, errors) -> None:
 
 
 def main(args) -> int:
+    from prpose.commands.embed import embed_poses
     from prpose.errors import PrposeError
     from prpose.index import PoseIndex
     from prpose.inference import load_model
@@ -108,18 +114,24 @@ def main(args) -> int:
     poses = read_keypoints(args.input, args.profile)
     model = load_model(_model_dir(index_dir, args.model))
     index = PoseIndex.load(index_dir, expected_fingerprint=model.fingerprint)
-    emb = model.embed(poses.keypoints, profile=poses.profile, scores=poses.scores,
-                      score_threshold=args.score_threshold)
+    usable = embed_poses(model, poses, args.score_threshold, "query")
+    emb, rows = usable.embeddings, usable.rows
+    all_ids = poses.ids
+    poses = dataclasses.replace(poses, keypoints=poses.keypoints[rows], scores=poses.scores[rows],
+                                ids=tuple(poses.ids[r] for r in rows),
+                                pose3d=None if poses.pose3d is None else poses.pose3d[rows])
     result = index.search(emb.mean, emb.samples, args.k)
     errors = _pose_errors(poses.pose3d, result)
     if args.json:
-        out = [{"query": q, "id": poses.ids[q],
-                "matches": [{name: value for name, value in hit.items()
-                             if name not in ("pose3d", "keypoints2d", "visible")}
-                            | ({} if errors is None else {"np_mpjpe_to_truth": float(errors[q, j])})
-                            for j, hit in enumerate(result.rows(q))]}
-               for q in range(len(poses.ids))]
-        print(json.dumps(out, indent=1, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+        queries = [{"query": q, "row": int(rows[q]), "id": poses.ids[q],
+                    "matches": [{name: value for name, value in hit.items()
+                                 if name not in ("pose3d", "keypoints2d", "visible")}
+                                | ({} if errors is None else {"np_mpjpe_to_truth": float(errors[q, j])})
+                                for j, hit in enumerate(result.rows(q))]}
+                   for q in range(len(poses.ids))]
+        skipped = [{"row": row, "id": all_ids[row], "reason": reason} for row, reason in usable.skipped]
+        print(json.dumps({"queries": queries, "skipped": skipped}, indent=1,
+                         default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     else:
         print(_table(poses.ids, result, args.k, errors))
     if args.plot:
