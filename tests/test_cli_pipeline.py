@@ -150,7 +150,7 @@ def _detector_file(root, people=20, seed=0):
     dataset = load_dataset(root / "data")
     rows = dataset.indices(split="train")[:people]
     k17 = np.asarray(dataset.keypoints2d[rows, 2], np.float64)
-    coco, available = kp.convert_available(k17, "h36m17", "coco17")
+    coco, available = kp.convert_partial(k17, "h36m17", "coco17")
     rng = np.random.default_rng(seed)
     scores = np.where(available, rng.uniform(0.35, 0.98, coco.shape[:2]), 0.0)
     # Person 6 walks out of the top of the frame: its torso (and what lies above it) is outside (y < 0).
