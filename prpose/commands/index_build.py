@@ -63,7 +63,7 @@ def main(args) -> int:
         raise PrposeError(f"{args.data}: no frames in split {args.split}")
     columns = _camera_columns(list(dataset.camera_names), args.cameras)
     index = PoseIndex(model.embedding_dim, model.num_samples, model.match_params, model.fingerprint,
-                      profile="input13", factory=args.factory)
+                      profile=model.input_profile, factory=args.factory)
     labels = {name: dataset.labels(name) for name in ("source", "subject", "sequence")}
     skipped = 0
     with tqdm(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
@@ -73,8 +73,9 @@ def main(args) -> int:
                 points = np.asarray(dataset.keypoints2d[chunk, column])
                 visible = np.asarray(dataset.visibility[chunk, column])
                 # Views whose torso is hidden cannot be normalised: skip them, count them, say so.
-                _, valid = normalize_2d(kp.convert(points, "h36m17", "input13"),
-                                        kp.convert(visible, "h36m17", "input13", axis=-1))
+                _, valid = normalize_2d(kp.convert(points, "h36m17", model.input_profile),
+                                        kp.convert(visible, "h36m17", model.input_profile, axis=-1),
+                                        model.input_profile)
                 valid = np.asarray(valid)
                 skipped += int((~valid).sum())
                 chunk, points, visible = chunk[valid], points[valid], visible[valid]
