@@ -98,7 +98,7 @@ def main() -> int:
           f"detections vs projected ground truth (px)")
     print(f"missing detection files: {', '.join(missing) or 'none'}")
     print(f"{'subject':<8} {'camera':<9} {'joints':>8} {'median':>7} {'p90':>7}")
-    for (subject, cam), parts in per_cam.items():
+    for (subject, cam), parts in sorted(per_cam.items(), key=lambda kv: (int(kv[0][0][1:]), kv[0][1])):
         e = np.concatenate(parts)
         if e.size:
             print(f"{subject:<8} {cam:<9} {e.size:>8,d} {np.median(e):7.1f} {np.percentile(e, 90):7.1f}")
