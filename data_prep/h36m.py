@@ -42,7 +42,7 @@ from data_prep.common import ConversionReport, SequenceInput, hash_split, write_
 from prpose.camera import H36M_SUBJECTS, Camera, h36m_rig
 from prpose.dataset import check_target
 from prpose.errors import PrposeError
-from prpose.keypoints import convert, convert_partial
+from prpose.keypoints import H36M17, MPII16, convert, convert_partial
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 TEST_SUBJECTS = ("S9", "S11")
@@ -261,7 +261,7 @@ def read_detections(root: pathlib.Path, subject: str, trial: str, num_frames: in
 
     Returns:
       keypoints (F, 4, 17, 2) float32 pixels (0 where not visible), visible (F, 4, 17) bool (False for the
-      nose, which the detector lacks, for a camera without a file and for non-finite values), the list of
+      nose and spine, which the detector lacks, for a camera without a file and for non-finite values), the list of
       missing files, and the number of non-finite joint values read.
     Raises:
       PrposeError naming the file when it is not (num_frames, 16, 2).
@@ -444,7 +444,7 @@ def main(args) -> int:
             entry = {**DETECTOR, "source": "3d-pose-baseline <subject>/StackedHourglass/<trial>.<camera>.h5, "
                                            "dataset 'poses' (T, 16, 2) px",
                      "files_read": files_read, "missing_files": missing_files, "nonfinite_joints": nonfinite,
-                     "absent_joints": ["nose"]}
+                     "absent_joints": [j for j in H36M17.joints if j not in MPII16.joints]}
         print(report.table(max_rows=60))
         if keep:
             k = info["keep_frames"]

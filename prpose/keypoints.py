@@ -14,8 +14,8 @@ Profiles (the table :data:`PROFILES`):
   * ``h36m17``: the 17 Human3.6M joints used as 3D labels (indices 0,1,2,3,6,7,8,12,13,14,15,17,18,19,25,26,27
     of the raw 32). Its ``head`` is the top of the head.
   * ``h36m32``: the raw Human3.6M layout.
-  * ``mpii16``: the Stacked Hourglass detections shipped with 3d-pose-baseline (MPII-style 16 joints in that
-    repository's order; "head" is the top of the head, there is no nose).
+  * ``mpii16``: MPII's 16 joints in MPII's order (the Stacked Hourglass detections shipped with
+    3d-pose-baseline); "head" is the top of the head; no nose and no spine (see the table's comment).
 
 Joint names are the contract: every conversion goes by name, so a joint means the same body point in every
 profile (``left_*`` is the subject's left; ``head`` is the top of the head, not its centre). Adding a detector
@@ -225,21 +225,25 @@ H36M32 = KeypointProfile(
     ),
 )
 
-# Stacked Hourglass (3d-pose-baseline's SH_NAMES order: RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine,
-# Thorax, Head, RWrist, RElbow, RShoulder, LShoulder, LElbow, LWrist). Their "Foot" is the ankle and "Head" the
-# top of the head, i.e. h36m17's "head" joint; verified on real S9/S11 by projecting the 3D joints
-# (REFERENCE.md, bench/check_h36m.py).
+# Stacked Hourglass as shipped with 3d-pose-baseline: MPII's 16 joints in MPII's order, which 3d-pose-baseline
+# labels RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine, Thorax, Head, RWrist, RElbow, RShoulder, LShoulder,
+# LElbow, LWrist. Measured on real S9/S11 against the projected h36m17 joints (bench/check_h36m.py, median px):
+# slot 7 ("Spine") is MPII's thorax, 9.5 px from h36m17's thorax but 46 px from its spine (it sits 15% of the
+# way from the thorax down to the spine); slot 8 ("Thorax") is MPII's upper neck (7.7 px from the thorax, a
+# little above it); slot 9 ("Head") is the top of the head, 23 px above h36m17's "head" and the nearest joint
+# to it. So by name: thorax <- slot 7, head <- slot 9; upper_neck has no h36m17 twin, and h36m17's spine and
+# nose are absent. Limbs ("Foot" = ankle): 6-17 px.
 MPII16 = KeypointProfile(
     name="mpii16",
     joints=(
         "right_ankle", "right_knee", "right_hip",
         "left_hip", "left_knee", "left_ankle",
-        "pelvis", "spine", "thorax", "head",
+        "pelvis", "thorax", "upper_neck", "head",
         "right_wrist", "right_elbow", "right_shoulder",
         "left_shoulder", "left_elbow", "left_wrist",
     ),
     edges=_limbs(
-        ("pelvis", "spine", "thorax", "head"),
+        ("pelvis", "thorax", "upper_neck", "head"),
         ("pelvis", "right_hip", "right_knee", "right_ankle"),
         ("pelvis", "left_hip", "left_knee", "left_ankle"),
         ("thorax", "left_shoulder", "left_elbow", "left_wrist"),

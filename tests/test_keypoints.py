@@ -50,19 +50,20 @@ def test_flip_permutation_swaps_left_and_right():
     np.testing.assert_array_equal(perm[perm], np.arange(13))
 
 
-def test_mpii16_converts_to_h36m17_by_name_with_the_nose_absent():
-    # Stacked Hourglass order (3d-pose-baseline): RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine, Thorax,
-    # Head, RWrist, RElbow, RShoulder, LShoulder, LElbow, LWrist; joint i holds the value i.
+def test_mpii16_converts_to_h36m17_by_name_with_the_nose_and_spine_absent():
+    # MPII order (3d-pose-baseline's names: RFoot, RKnee, RHip, LHip, LKnee, LFoot, Hip, Spine, Thorax, Head,
+    # RWrist, RElbow, RShoulder, LShoulder, LElbow, LWrist); slot 7 is MPII's thorax, slot 8 its upper neck
+    # (measured on real Human3.6M, see prpose/keypoints.py); joint i holds the value i.
     sh = np.stack([np.arange(16.0), -np.arange(16.0)], -1)[None]
     out, present = keypoints.convert_partial(sh, "mpii16", "h36m17")
     h = keypoints.H36M17
-    assert out.shape == (1, 17, 2) and present.tolist() == [j != "nose" for j in h.joints]
+    assert out.shape == (1, 17, 2) and present.tolist() == [j not in ("nose", "spine") for j in h.joints]
     expected = {"right_ankle": 0, "right_knee": 1, "right_hip": 2, "left_hip": 3, "left_knee": 4, "left_ankle": 5,
-                "pelvis": 6, "spine": 7, "thorax": 8, "head": 9, "right_wrist": 10, "right_elbow": 11,
+                "pelvis": 6, "thorax": 7, "head": 9, "right_wrist": 10, "right_elbow": 11,
                 "right_shoulder": 12, "left_shoulder": 13, "left_elbow": 14, "left_wrist": 15}
     for joint, i in expected.items():
         assert out[0, h.index(joint)].tolist() == [i, -i], joint
-    assert out[0, h.index("nose")].tolist() == [0, 0]
+    assert out[0, h.index("nose")].tolist() == [0, 0] and out[0, h.index("spine")].tolist() == [0, 0]
     # Left/right pairs are named so that a mirror swaps them.
     mpii = keypoints.get_profile("mpii16")
     assert sorted(mpii.joints[a] for a, _ in mpii.left_right_pairs) == sorted(
@@ -76,7 +77,7 @@ def test_convert_partial_fills_absent_joints_with_zero_even_from_nan_sources():
     x[:, 6] = 1.0
     out, present = keypoints.convert_partial(x, "mpii16", "h36m17")
     assert np.all(out[:, keypoints.H36M17.index("nose")] == 0)
-    assert np.all(out[:, 0] == 1.0) and present.sum() == 16
+    assert np.all(out[:, 0] == 1.0) and present.sum() == 15
     with pytest.raises(keypoints.PrposeError, match="profile 'mpii16' has 16"):
         keypoints.convert_partial(np.zeros((17, 2)), "mpii16", "h36m17")
 
