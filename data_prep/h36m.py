@@ -438,7 +438,8 @@ def main(args) -> int:
         }
         if keep:
             info["keep_frames"] = {"file": str(pathlib.Path(args.keep_frames).resolve()),
-                                   **_keep_report(keep, data, lengths)}
+                                   **_keep_report({k: v for k, v in keep.items() if wanted is None or k[0] in wanted},
+                                                  data, lengths)}
         entry = None
         if detections:
             entry = {**DETECTOR, "source": "3d-pose-baseline <subject>/StackedHourglass/<trial>.<camera>.h5, "

@@ -499,6 +499,8 @@ def test_real_detections_agree_with_the_projection_and_keep_left_left(tmp_path, 
         if subject == "S9" and trial != "Discussion 1":
             assert d.frame[seq == f"S9/{trial}"].tolist() == frames, key
     assert len(d) == sum(len(v) for k, v in listed.items() if k.startswith("S9:") and k != "S9:Discussion 1")
+    s9_listed = sum(len(v) for k, v in listed.items() if k.startswith("S9:"))
+    assert f"--keep-frames: {len(d):,d} of {s9_listed:,d} listed frames provided" in out  # S11 not counted
     assert set(d.labels("split")) == {"test"} and d.has_detections
     limbs = [H36M17.index(f"{s}_{j}") for j in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")
              for s in ("left", "right")]
