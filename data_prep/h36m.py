@@ -168,6 +168,8 @@ def _read_h5(file: pathlib.Path, dataset: str) -> np.ndarray:
         with h5py.File(file, "r") as f:
             if dataset not in f:
                 raise PrposeError(f"{file}: missing dataset {dataset!r} (has {list(f.keys())})")
+            if not isinstance(f[dataset], h5py.Dataset):
+                raise PrposeError(f"{file}: {dataset!r} is a {type(f[dataset]).__name__}; expected an HDF5 dataset")
             return np.asarray(f[dataset][()])
     except OSError as e:
         raise PrposeError(f"{file}: cannot read as HDF5 ({e})") from None
@@ -217,16 +219,22 @@ def read_cameras_h5(path: pathlib.Path) -> dict[str, list[Camera]]:
                 if not m:
                     continue  # e.g. '3dtest'
                 subject = _check_subject(f"S{m.group(1)}", f"{path}: group {group!r}")
+                if not isinstance(f[group], h5py.Group):
+                    raise PrposeError(f"{path}: {group!r} is a {type(f[group]).__name__}; expected a group of cameras")
                 cams = []
                 for i in range(1, 5):
                     where = f"{path}: {group}/camera{i}"
-                    if f"camera{i}" not in f[group]:
+                    if not isinstance(f[group].get(f"camera{i}"), h5py.Group):
                         raise PrposeError(f"{where}: missing; expected cameras 1..4")
                     g = f[group][f"camera{i}"]
-                    missing = [k for k in ("R", "T", "f", "c", "k", "p", "Name") if k not in g]
+                    keys = ("R", "T", "f", "c", "k", "p", "Name")
+                    missing = [k for k in keys if not isinstance(g.get(k), h5py.Dataset)]
                     if missing:
                         raise PrposeError(f"{where}: missing dataset(s) {missing}")
-                    v = {k: np.asarray(g[k][()], dtype=np.float64) for k in ("R", "T", "f", "c", "k", "p", "Name")}
+                    try:
+                        v = {k: np.asarray(g[k][()], dtype=np.float64) for k in keys}
+                    except (TypeError, ValueError) as e:
+                        raise PrposeError(f"{where}: not numeric ({e})") from None
                     name = "".join(chr(int(x)) for x in v["Name"].ravel())
                     if name not in sizes:
                         raise PrposeError(f"{where}: camera name {name!r}; expected one of {list(sizes)}")

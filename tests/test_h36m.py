@@ -522,3 +522,56 @@ def test_real_detections_agree_with_the_projection_and_keep_left_left(tmp_path, 
     det, vis, missing, _ = h36m.read_detections(pathlib.Path(REAL), "S11", "Directions", 1825, np.arange(0, 1825, 100))
     assert missing == ["S11/StackedHourglass/Directions.54138969.h5"]
     assert not vis[:, 0].any() and vis[:, 1:].mean() == pytest.approx(15 / 17)
+
+
+def _corrupt(root, case):
+    cams = root / "cameras.h5"
+    det = root / "S9" / "StackedHourglass" / "Sitting.55011271.h5"
+    if case == "truncated cameras.h5":
+        cams.write_bytes(cams.read_bytes()[: cams.stat().st_size // 2])
+        return cams, "cannot read as HDF5"
+    if case == "byte-flipped detections":
+        data = bytearray(det.read_bytes())
+        for i in range(0, len(data), 97):
+            data[i] ^= 0xFF
+        det.write_bytes(bytes(data))
+        return det, "cannot read as HDF5"
+    if case == "poses is a group":
+        with h5py.File(det, "w") as f:
+            f.create_group("poses")
+        return det, "'poses' is a Group; expected an HDF5 dataset"
+    if case == "poses are strings":
+        with h5py.File(det, "w") as f:
+            f["poses"] = np.array([b"abc"] * 23)
+        return det, "'poses' is |S3 (23,); expected numbers of shape (23, 16, 2)"
+    with h5py.File(cams, "a") as f:
+        g = f["subject9/camera2"]
+        if case == "R is not a rotation":
+            del g["R"]
+            g["R"] = 2.0 * np.eye(3)
+            return cams, "subject9/camera2: Camera '55011271': field 'rotation' must be a proper rotation"
+        if case == "camera lacks k":
+            del g["k"]
+            return cams, "subject9/camera2: missing dataset(s) ['k']"
+        if case == "camera name":
+            del g["Name"]
+            g["Name"] = np.array([[120.0], [120.0]])
+            return cams, "subject9/camera2: camera name 'xx'; expected one of"
+        if case == "subject is a dataset":
+            del f["subject9"]
+            f["subject9"] = np.zeros(3)
+            return cams, "'subject9' is a Dataset; expected a group of cameras"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["truncated cameras.h5", "byte-flipped detections", "poses is a group",
+                                  "poses are strings", "R is not a rotation", "camera lacks k", "camera name",
+                                  "subject is a dataset"])
+def test_damaged_baseline_files_give_one_line_naming_the_file(tmp_path, baseline_tree, capsys, case):
+    root, _, _ = baseline_tree
+    path, message = _corrupt(root, case)
+    capsys.readouterr()
+    assert _run(root, tmp_path / "out") == 2
+    line = _error(capsys)
+    assert str(path) in line and message in line, line
+    assert not (tmp_path / "out").exists()
