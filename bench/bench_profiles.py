@@ -1,0 +1,73 @@
+"""Does one model serve detectors with a nose and detectors with a head top? Cross-view Hit@k per query profile.
+
+    .venv/bin/python bench/bench_profiles.py --data /work/data/mocap --model RUN_A RUN_B [--every 10]
+
+The index side always holds the clean views (every joint the dataset has: h36m17, so the head top and the nose);
+the query side is what a detector would give: every joint, no head top (COCO-17, OpenPose BODY_25, MediaPipe), or
+no nose (Stacked Hourglass / MPII-16). A hidden joint reaches each model as a zero-score keypoint does in
+`prpose embed`: a model whose input profile lacks the joint never reads it, a model with a mask input sees it
+masked, and one without a mask input sees it zeroed (`prpose embed` refuses to feed such a model a detector
+profile that lacks one of its joints; here the zeroed input shows what that refusal avoids). Baseline in the same run: the 2D-keypoint nearest neighbour on all joints.
+Protocol: eval/protocol.py (all ordered camera pairs, NP-MPJPE < 0.1 is a hit), test split, every --every-th frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+QUERY_SETTINGS = (
+    ("all joints", ()),
+    ("no head top (COCO / BODY_25 / MediaPipe)", ("head",)),
+    ("no nose (Stacked Hourglass / MPII-16)", ("nose",)),
+)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared dataset")
+    parser.add_argument("--model", nargs="+", required=True, help="training run directories to compare")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--every", type=int, default=10, help="keep every n-th frame of the split")
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--candidates", type=int, default=100, help="two-stage ranking: re-rank this many by match")
+    args = parser.parse_args(argv)
+
+    from eval.baselines import EmbeddingMethod, Keypoints2DMethod
+    from eval.protocol import compute_features, cross_view_hit_at_k, views_from_dataset
+    from prpose import keypoints as kp
+    from prpose.inference import load_model
+
+    views = views_from_dataset(args.data, args.split, args.every, args.max_frames, profile="h36m17")
+    print(f"{args.data} {args.split}: {views.settings['frames']} frames x {views.num_cameras} cameras "
+          f"(every {args.every}th; {views.settings['dropped_frames']} dropped)", flush=True)
+    ks = (1, 10)
+    rows = []
+    start = time.time()
+    base = cross_view_hit_at_k(Keypoints2DMethod(), views, ks=ks)
+    rows.append(("2D keypoints (baseline)", QUERY_SETTINGS[0][0], base.mean))
+    for run in args.model:
+        model = load_model(run)
+        m = model.config.model
+        label = f"{run} ({m.input_profile}, mask {m.mask_mode})"
+        method = EmbeddingMethod(model, candidates=args.candidates)
+        index_features = compute_features(method, views)
+        for setting, hidden in QUERY_SETTINGS:
+            visible = views.visible.copy()
+            for joint in hidden:
+                visible[..., kp.H36M17.index(joint)] = False
+            result = cross_view_hit_at_k(method, views, ks=ks, query_visible=visible, index_features=index_features)
+            rows.append((label, setting, result.mean))
+            print(f"  [{time.time() - start:6.0f} s] {label}: {setting} done", flush=True)
+
+    print("\n| model | query keypoints | Hit@1 | Hit@10 |\n|---|---|---|---|")
+    for label, setting, value in rows:
+        print(f"| {label} | {setting} | {100 * value[0]:.1f} | {100 * value[1]:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
