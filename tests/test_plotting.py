@@ -90,3 +90,20 @@ def test_show_main(tiny_dataset, tmp_path, capsys):
     assert plotting.show_main(tiny_dataset.path, 0, tmp_path / "s.png") == 0
     assert (tmp_path / "s.png").is_file()
     assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["body25", "mediapipe33", "mpii16", "input14"])
+def test_every_detector_profile_draws_by_name(name):
+    """Edges and left/right colours come from the profile table: the left shin is drawn in the left colour."""
+    from prpose.keypoints import get_profile
+
+    profile = get_profile(name)
+    fig = Figure()
+    ax = fig.add_subplot()
+    kp = np.random.default_rng(1).uniform(0, 100, (profile.num_joints, 2))
+    plotting.draw_skeleton(ax, kp, name)
+    left = _lines_by_color(ax)[to_rgba(plotting.LEFT_COLOR)]
+    k, a = profile.index("left_knee"), profile.index("left_ankle")
+    assert any(np.allclose(line.get_xydata(), kp[[k, a]]) or np.allclose(line.get_xydata(), kp[[a, k]])
+               for line in left)
+    assert len(ax.lines) == len(profile.edges)
