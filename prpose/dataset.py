@@ -21,8 +21,9 @@ Format version 2 adds optional detector keypoints, a second 2D source beside the
   detections and for values the detector left non-finite (stored as 0).
 - ``detections_score.npy`` float32 (N, C, 17), only when the detector gives per-joint scores.
 
-Writing is atomic (a temporary directory beside the target, then ``os.replace``), so a reader never sees a
-half-written dataset; loading memory-maps the arrays, so a million-frame dataset opens instantly.
+Writing is atomic (prpose.atomic: a write lock, a temporary directory beside the target, then a rename swap
+that the next write or load repairs if a crash interrupts it), so a reader never sees a half-written dataset;
+loading memory-maps the arrays, so a million-frame dataset opens instantly.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from prpose import atomic
 from prpose.errors import PrposeError
 
 FORMAT = "prpose-dataset"
@@ -148,20 +148,10 @@ def check_target(path: str | os.PathLike, overwrite: bool = False) -> None:
     """Raise PrposeError unless ``write_dataset(path, overwrite=overwrite)`` may write there.
 
     Allowed: a missing path, an empty directory, or (with ``overwrite``) an existing prpose dataset. Anything
-    else is refused, so a typo cannot wipe unrelated files. Converters call this before long work.
+    else is refused, so a typo cannot wipe unrelated files. Converters call this before long work;
+    ``write_dataset`` checks again under the target's write lock (prpose.atomic).
     """
-    path = pathlib.Path(path)
-    if path.exists() or path.is_symlink():
-        if not path.is_dir():
-            raise PrposeError(f"output {path} exists and is not a directory; refusing to replace it")
-        if _is_dataset_dir(path):
-            if not overwrite:
-                raise PrposeError(f"output {path} already holds a prpose dataset; pass overwrite=True (--overwrite) to replace it")
-        elif any(path.iterdir()):
-            raise PrposeError(
-                f"output {path} exists, is not empty and is not a prpose dataset (no valid {MANIFEST}); "
-                "refusing to overwrite it"
-            )
+    atomic.check_target(path, overwrite, _is_dataset_dir, "prpose dataset")
 
 
 def write_dataset(
@@ -271,12 +261,7 @@ def write_dataset(
     except TypeError as e:
         raise PrposeError(f"write_dataset: info is not JSON-serialisable ({e})") from None
 
-    check_target(path, overwrite)
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
-    old = None
-    try:
+    with atomic.replacing(path, is_ours=_is_dataset_dir, kind="prpose dataset", overwrite=overwrite) as tmp:
         arrays = {
             "poses3d": poses3d,
             "keypoints2d": keypoints2d,
@@ -294,19 +279,6 @@ def write_dataset(
             f.write(manifest_text)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
-            # os.replace cannot replace a non-empty directory: move the old one aside first, then swap.
-            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
-            os.replace(path, old / "d")
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "d").exists() and not path.exists():
-            os.replace(old / "d", path)  # put the previous dataset back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 class PreparedDataset:
@@ -497,6 +469,7 @@ def load_dataset(path: str | os.PathLike) -> PreparedDataset:
       version, missing array file, wrong dtype or shape, codes outside their tables.
     """
     path = pathlib.Path(path)
+    atomic.recover(path, _is_dataset_dir)  # a write interrupted between its two renames is repaired first
     if not path.is_dir():
         raise PrposeError(f"{path}: not a directory; expected a prepared dataset directory")
     mpath = path / MANIFEST
