@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     base = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory="Flat")
     base.add(means, samples)
     t = time.perf_counter()
-    exact = base.search_exact(qm[:ne], qs[:ne], k)
+    exact = base.search_exact(qm[:ne], qs[:ne], k, fingerprint=fingerprint)
     exact_time = time.perf_counter() - t
     exact_qps = ne / exact_time
     per_entry_samples = samples[0].nbytes
@@ -212,12 +212,13 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         res_ids = np.empty((q, k), np.int64)
         for lo in range(0, q, 2000):
-            res_ids[lo : lo + 2000] = idx.search(qm[lo : lo + 2000], qs[lo : lo + 2000], k, candidates=cands).ids
+            res_ids[lo : lo + 2000] = idx.search(qm[lo : lo + 2000], qs[lo : lo + 2000], k, candidates=cands,
+                                                   fingerprint=fingerprint).ids
         qps = q / (time.perf_counter() - t)
         lat = []
         for i in range(min(args.single_queries, q)):
             t = time.perf_counter()
-            idx.search(qm[i : i + 1], qs[i : i + 1], k, candidates=cands)
+            idx.search(qm[i : i + 1], qs[i : i + 1], k, candidates=cands, fingerprint=fingerprint)
             lat.append(time.perf_counter() - t)
         p50, p99 = np.percentile(np.array(lat) * 1000, [50, 99])
         r1, rk = recall(res_ids[:ne], exact.ids, k)

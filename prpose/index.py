@@ -26,23 +26,29 @@ with an independent float64 log-space reference).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import pathlib
-import shutil
-import tempfile
+import re
+import stat
 from typing import Any, Mapping
 
 import numpy as np
 
+from prpose import atomic
 from prpose.errors import PrposeError
 
 FORMAT_NAME = "prpose-index"
-FORMAT_VERSION = 1
+#: 2: every file (faiss.index included) hashed and confined to the directory; the manifest hashes itself.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "faiss.index"
+#: Written beside the index files by `prpose index build`: the model (run directory) that built it.
+MODEL_REF = "model.json"
 
 #: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
 REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
@@ -61,7 +67,11 @@ IVF_TRAIN_POINTS_PER_LIST = 64
 
 _SAMPLE_DTYPES = ("float32", "float16")
 _ENTRY_CHUNK = 1024  # entries per block in the brute-force scan: keeps a (K, chunk*K) block in cache
-_RERANK_CHUNK = 256  # queries per block in the re-ranker: bounds memory to ~chunk*C*K*K floats
+#: (query, candidate) pairs per block of the two-stage search: bounds its working memory to about
+#: _PAIR_BUDGET x K x (K + 2 D) floats (~40 MB at K = 20, D = 16) whatever the number of queries and k.
+_PAIR_BUDGET = 8192
+_MANIFEST_MAX_BYTES = 16 << 20
+_LOAD_ATTEMPTS = 50  # re-reads when a concurrent save replaces the directory while it is read
 _UNDERFLOW = 1e-30  # mean sigmoid below this -> recompute the row in float64 log space
 
 
@@ -480,7 +490,12 @@ class PoseIndex:
 
     # -- searching ----------------------------------------------------------------------------------------
 
-    def _check_query(self, query_means, query_samples, k, where):
+    def _check_query(self, query_means, query_samples, k, fingerprint, where):
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise PrposeError(
+                f"{where}: embeddings from model {fingerprint!r}, but the index was built with model "
+                f"{self.fingerprint!r}; embed with that model or rebuild the index (fingerprint=None skips the check)"
+            )
         if self._count == 0:
             raise PrposeError(f"{where}: the index is empty; add entries first")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -488,19 +503,24 @@ class PoseIndex:
         m, s = self._check_embeddings(query_means, query_samples, where, "query_means", "query_samples")
         return m, s, int(k)
 
-    def search(self, query_means, query_samples, k: int, candidates: int | None = None) -> SearchResult:
+    def search(self, query_means, query_samples, k: int, candidates: int | None = None, *,
+               fingerprint: str | None) -> SearchResult:
         """Two-stage search: FAISS over means proposes candidates, exact match distance re-ranks them.
 
         query_means: (Q, D); query_samples: (Q, K, D); k: hits per query; candidates: how many FAISS
-        candidates to re-rank per query (default max(8k, 64), at least k). Results are identical whether the
-        queries come in one batch or one at a time.
+        candidates to re-rank per query (default max(8k, 64), at least k). fingerprint (required): the
+        fingerprint of the model that embedded the queries (`PoseEmbedder.fingerprint`); another model's
+        embeddings are refused, since distances between two models' spaces mean nothing. Pass None only to
+        skip that check deliberately. Results are identical whether the queries come in one batch or one at a
+        time; the work runs in blocks of at most _PAIR_BUDGET (query, candidate) pairs, so memory stays
+        bounded for any Q and k (beyond the (Q, k) result itself).
 
         Why 8k: mean distance is only a proxy for d (an entry's spread also moves d). On 1M synthetic entries
         with the model's initial (flattest) match parameters, 4k = 80 candidates gave recall@20 0.88 against
         brute force and 8k = 160 gave 0.995 (recall@1 0.995 / 1.000); bench/bench_index.py measures this.
         """
         where = "PoseIndex.search"
-        qm, qs, k = self._check_query(query_means, query_samples, k, where)
+        qm, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
         if candidates is None:
             candidates = max(8 * k, 64)
         if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < k:
@@ -512,6 +532,19 @@ class PoseIndex:
         wide = min(n, num + max(8, num // 8))
         index = self._ensure_faiss()
         self._set_search_params(index, wide)
+        block = max(1, _PAIR_BUDGET // wide)
+        parts = [self._search_block(index, qm[lo : lo + block], qs[lo : lo + block], num, wide, k)
+                 for lo in range(0, max(len(qm), 1), block)]
+        if len(parts) == 1:
+            return parts[0]
+        return SearchResult(
+            distances=np.concatenate([p.distances for p in parts]),
+            probabilities=np.concatenate([p.probabilities for p in parts]),
+            ids=np.concatenate([p.ids for p in parts]),
+            metadata={name: np.concatenate([p.metadata[name] for p in parts]) for name in parts[0].metadata},
+        )
+
+    def _search_block(self, index, qm, qs, num, wide, k) -> SearchResult:
         _, cand = index.search(qm, wide)
         means = self.means()
         valid = cand >= 0
@@ -524,17 +557,22 @@ class PoseIndex:
         return self._rerank(qs, cand, k)
 
     def _rerank(self, qs, cand, k) -> SearchResult:
+        """Exact d of each query (Q, K, D) to its candidates (Q, C) ids, in blocks of <= _PAIR_BUDGET pairs."""
         a, b, s = self.match_params
         samples = self.samples()
         nq, num = cand.shape
         dist = np.full((nq, num), np.inf)
-        for lo in range(0, nq, _RERANK_CHUNK):
-            hi = min(lo + _RERANK_CHUNK, nq)
-            c = cand[lo:hi]
-            valid = c >= 0
-            x = samples[np.where(valid, c, 0)].astype(np.float32, copy=False)
-            d = rerank_distances(qs[lo:hi], x, a, b, s)
-            dist[lo:hi] = np.where(valid, d, np.inf)
+        rows = max(1, _PAIR_BUDGET // max(num, 1))
+        cols = max(1, _PAIR_BUDGET // rows)
+        for lo in range(0, nq, rows):
+            hi = min(lo + rows, nq)
+            for clo in range(0, num, cols):
+                chi = min(clo + cols, num)
+                c = cand[lo:hi, clo:chi]
+                valid = c >= 0
+                x = samples[np.where(valid, c, 0)].astype(np.float32, copy=False)
+                d = rerank_distances(qs[lo:hi], x, a, b, s)
+                dist[lo:hi, clo:chi] = np.where(valid, d, np.inf)
         return self._top_k(dist, cand, k)
 
     def _top_k(self, dist, ids, k) -> SearchResult:
@@ -565,14 +603,15 @@ class PoseIndex:
             metadata=meta,
         )
 
-    def search_exact(self, query_means, query_samples, k: int) -> SearchResult:
+    def search_exact(self, query_means, query_samples, k: int, *, fingerprint: str | None) -> SearchResult:
         """Brute-force reference: exact match distance from every query to every entry (all K x K pairs).
 
-        query_means: (Q, D) (checked, unused: the ranking depends on samples only); query_samples: (Q, K, D).
-        Costs ~N x K^2 sample distances per query (about 1.5 s per query at 1M entries on this machine).
+        query_means: (Q, D) (checked, unused: the ranking depends on samples only); query_samples: (Q, K, D);
+        fingerprint: as in `search`. Costs ~N x K^2 sample distances per query (about 1.5 s per query at 1M
+        entries on this machine).
         """
         where = "PoseIndex.search_exact"
-        _, qs, k = self._check_query(query_means, query_samples, k, where)
+        _, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
         a, b, s = self.match_params
         samples = self.samples()
         n, kk, dim = samples.shape
@@ -613,16 +652,16 @@ class PoseIndex:
     # -- persistence --------------------------------------------------------------------------------------
 
     def save(self, directory) -> pathlib.Path:
-        """Write the index to `directory` atomically (temp directory + rename; manifest.json written last).
+        """Write the index to `directory` atomically (prpose.atomic: lock, temp directory, swap).
 
-        Layout: manifest.json, faiss.index (faiss.write_index), means.npy (N, D) float32, samples.npy
-        (N, K, D) float32/float16, meta_<field>.npy per metadata field. An existing index at `directory` is
-        replaced only once the new one is complete.
+        Layout: manifest.json (written last), faiss.index (faiss.write_index), means.npy (N, D) float32,
+        samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field. The manifest lists every file
+        with its size and SHA-256 and carries manifest_sha256, the SHA-256 of its own other fields. An existing
+        index at `directory` is replaced only once the new one is complete; anything else there (a prepared
+        dataset, a folder of documents) is refused with a PrposeError, and so is a second concurrent writer.
         """
         target = pathlib.Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic.replacing(target, is_ours=is_index_dir, kind="prpose index") as tmp:
             files = {"means.npy": self.means(), "samples.npy": self.samples()}
             for name, values in self.metadata().items():
                 files[f"meta_{name}.npy"] = values
@@ -656,113 +695,289 @@ class PoseIndex:
                 "search": {"ef_search": self.ef_search, "nprobe": self.nprobe},
                 "files": {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in listed},
             }
+            manifest["manifest_sha256"] = _manifest_digest(manifest)
             _write_manifest(tmp / MANIFEST, manifest)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod
     def load(cls, directory, expected_fingerprint: str | None = None, verify: bool = True) -> "PoseIndex":
         """Read an index written by `save`.
 
-        expected_fingerprint: refuse an index built with another model. verify: check every file's size and
-        SHA-256 against the manifest (sizes are always checked). Raises PrposeError naming the file and problem.
+        expected_fingerprint: refuse an index built with another model. verify: check every file's SHA-256
+        against the manifest (sizes, file names and the manifest's own checksum are always checked). Only the
+        index's own regular files inside `directory` are read (no symbolic links, no names from the manifest
+        beyond the format's), each exactly once: its bytes are hashed and parsed from the same buffer, all
+        through one directory descriptor, so a concurrent rebuild in place cannot mix two builds. A save
+        interrupted between its two renames is repaired first (prpose.atomic.recover).
+        Raises PrposeError naming the file and problem.
         """
         root = pathlib.Path(directory)
+        atomic.recover(root, is_index_dir)
+        for _ in range(_LOAD_ATTEMPTS):
+            dfd = atomic.open_dir(root, "a prpose index directory (written by `prpose index build`)")
+            try:
+                return cls._load_from(root, dfd, expected_fingerprint, verify)
+            except _Vanished as gone:
+                if atomic.same_dir(dfd, root):  # not a concurrent swap: the file really is missing
+                    if gone.name == MANIFEST:
+                        raise PrposeError(
+                            f"{root}: no {MANIFEST}; not a prpose index (or an interrupted save, which never "
+                            "writes it)"
+                        ) from None
+                    raise PrposeError(f"{root / gone.name}: listed in {MANIFEST} but missing") from None
+            finally:
+                os.close(dfd)
+        raise PrposeError(f"{root}: replaced {_LOAD_ATTEMPTS} times while being read; try again")
+
+    @classmethod
+    def _load_from(cls, root: pathlib.Path, dfd: int, expected_fingerprint, verify) -> "PoseIndex":
         mpath = root / MANIFEST
-        if not mpath.is_file():
-            raise PrposeError(
-                f"{root}: no {MANIFEST}; not a prpose index (or an interrupted save, which never writes it)"
-            )
+        m = _parse_manifest(_read_file(dfd, root, MANIFEST, limit=_MANIFEST_MAX_BYTES), mpath)
         try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PrposeError(f"{mpath}: unreadable manifest ({err})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-            got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-            raise PrposeError(f"{mpath}: format {got!r}, expected {FORMAT_NAME!r}")
-        version = manifest.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            index = cls(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"],
+                        profile=m["profile"], factory=m["factory"], sample_dtype=m["sample_dtype"])
+        except PrposeError as err:
+            raise PrposeError(f"{mpath}: {err}") from None
+        if expected_fingerprint is not None and m["fingerprint"] != expected_fingerprint:
             raise PrposeError(
-                f"{mpath}: index format version {version!r}; this prpose reads version {FORMAT_VERSION} "
-                "(upgrade prpose for newer indexes)"
-            )
-        try:
-            fingerprint = manifest["fingerprint"]
-            params = manifest["match_params"]
-            files = manifest["files"]
-            count = int(manifest["count"])
-            dim, k = int(manifest["embedding_dim"]), int(manifest["num_samples"])
-            fields = manifest["metadata_fields"]
-            index = cls(
-                dim,
-                k,
-                (params["a"], params["b"], params["smoothing"]),
-                fingerprint,
-                profile=manifest["profile"],
-                factory=manifest["factory"],
-                sample_dtype=manifest["sample_dtype"],
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise PrposeError(f"{mpath}: malformed manifest ({type(err).__name__}: {err})") from None
-        if expected_fingerprint is not None and fingerprint != expected_fingerprint:
-            raise PrposeError(
-                f"{root}: index built with model fingerprint {fingerprint!r}, but the model in use has "
+                f"{root}: index built with model fingerprint {m['fingerprint']!r}, but the model in use has "
                 f"{expected_fingerprint!r}; rebuild the index with this model"
             )
-        for fname, info in files.items():
-            path = root / fname
-            if not path.is_file():
-                raise PrposeError(f"{path}: listed in {MANIFEST} but missing")
-            size = path.stat().st_size
-            if size != info["size"]:
-                raise PrposeError(
-                    f"{path}: {size} bytes, manifest says {info['size']} (truncated or modified file)"
-                )
-            if verify and _sha256(path) != info["sha256"]:
-                raise PrposeError(f"{path}: SHA-256 differs from {MANIFEST} (corrupt or modified file)")
+        files, count, dim, k = m["files"], m["count"], m["embedding_dim"], m["num_samples"]
 
-        def read(fname, shape, dtype):
-            if fname not in files:
-                raise PrposeError(f"{root / fname}: not listed in {MANIFEST}")
-            try:
-                arr = np.load(root / fname, allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise PrposeError(f"{root / fname}: unreadable array ({err})") from None
-            if arr.shape != shape or (dtype is not None and arr.dtype != np.dtype(dtype)):
-                raise PrposeError(
-                    f"{root / fname}: array {arr.shape} {arr.dtype}, expected {shape} {dtype or ''}".rstrip()
-                )
+        def read(fname):
+            info = files[fname]
+            data = _read_file(dfd, root, fname, size=info["size"])
+            if verify and hashlib.sha256(data).hexdigest() != info["sha256"]:
+                raise PrposeError(f"{root / fname}: SHA-256 differs from {MANIFEST} (corrupt or modified file)")
+            return data
+
+        def array(fname, shape, dtype):
+            arr = _npy_from_buffer(read(fname), root / fname)
+            if arr.shape != shape or arr.dtype != np.dtype(dtype):
+                raise PrposeError(f"{root / fname}: array {arr.shape} {arr.dtype}, expected {shape} {np.dtype(dtype)}")
             return arr
 
-        means = read("means.npy", (count, dim), np.float32)
-        samples = read("samples.npy", (count, k, dim), index.sample_dtype)
-        meta = {
-            name: read(f"meta_{name}.npy", (count, *info["shape"]), info["dtype"]) for name, info in fields.items()
-        }
+        means = array("means.npy", (count, dim), np.float32)
+        samples = array("samples.npy", (count, k, dim), index.sample_dtype)
+        meta = {name: array(f"meta_{name}.npy", (count, *info["shape"]), info["dtype"])
+                for name, info in m["metadata_fields"].items()}
         if count:
             index._means, index._samples = [means], [samples]
             index._metadata = {name: [values] for name, values in meta.items()} if meta else None
             index._count = count
-        index.ef_search = manifest.get("search", {}).get("ef_search")
-        index.nprobe = manifest.get("search", {}).get("nprobe")
-        faiss_name = manifest.get("faiss_file")
-        if faiss_name:
+        index.ef_search = m["search"].get("ef_search")
+        index.nprobe = m["search"].get("nprobe")
+        if m["faiss_file"]:
             import faiss
 
+            data = read(FAISS_FILE)
             try:
-                fidx = faiss.read_index(str(root / faiss_name))
+                fidx = faiss.deserialize_index(np.frombuffer(data, np.uint8))
             except RuntimeError as err:
-                raise PrposeError(f"{root / faiss_name}: faiss could not read it ({err})") from None
+                first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                raise PrposeError(f"{root / FAISS_FILE}: faiss could not read it ({first})") from None
             if fidx.ntotal != count or fidx.d != dim:
                 raise PrposeError(
-                    f"{root / faiss_name}: FAISS index has {fidx.ntotal} vectors of dim {fidx.d}, "
+                    f"{root / FAISS_FILE}: FAISS index has {fidx.ntotal} vectors of dim {fidx.d}, "
                     f"expected {count} of dim {dim}"
                 )
-            index._faiss, index._faiss_factory = fidx, manifest["faiss_factory"]
+            index._faiss, index._faiss_factory = fidx, m["faiss_factory"]
         return index
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Storage helpers
+
+_META_FILE = re.compile(r"meta_([A-Za-z_][A-Za-z0-9_]*)\.npy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_index_dir(path) -> bool:
+    """Whether `path` holds a prpose index and nothing else: its manifest.json names format "prpose-index" and
+    every entry is one of the index's own regular files (manifest.json, model.json, faiss.index, means.npy,
+    samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a directory."""
+    path = pathlib.Path(path)
+    try:
+        with open(path / MANIFEST, "rb") as fh:
+            manifest = json.loads(fh.read(_MANIFEST_MAX_BYTES))
+        entries = list(os.scandir(path))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        return False
+    own = {MANIFEST, MODEL_REF, FAISS_FILE, "means.npy", "samples.npy"}
+    return all((e.name in own or _META_FILE.fullmatch(e.name)) and e.is_file(follow_symlinks=False) for e in entries)
+
+
+def _manifest_digest(manifest: Mapping) -> str:
+    """SHA-256 of the manifest's fields except manifest_sha256, as canonical JSON (sorted keys, no spaces)."""
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _Vanished(Exception):
+    """A file of the directory being read disappeared (a concurrent save may have replaced the directory)."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
+
+
+def _read_file(dfd: int, root: pathlib.Path, name: str, size: int | None = None, limit: int | None = None):
+    """The bytes (bytearray) of regular file `name` in the directory open as `dfd`; symbolic links refused.
+
+    size: the manifest's size (checked before reading); limit: refuse larger files.
+    """
+    path = root / name
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise _Vanished(name) from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PrposeError(f"{path}: a symbolic link; index files must be regular files in the index") from None
+        raise PrposeError(f"{path}: cannot open ({err.strerror})") from None
+    with open(fd, "rb", buffering=0, closefd=True) as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PrposeError(f"{path}: not a regular file")
+        if size is not None and info.st_size != size:
+            raise PrposeError(f"{path}: {info.st_size} bytes, manifest says {size} (truncated or modified file)")
+        if limit is not None and info.st_size > limit:
+            raise PrposeError(f"{path}: {info.st_size} bytes, more than the {limit} a manifest may have")
+        data = bytearray(info.st_size)
+        view, got = memoryview(data), 0
+        while got < len(data):
+            n = fh.readinto(view[got:])
+            if not n:
+                raise PrposeError(f"{path}: shrank while being read (modified during load)")
+            got += n
+    return data
+
+
+def _npy_from_buffer(data: bytearray, path: pathlib.Path) -> np.ndarray:
+    """Parse .npy bytes without copying the array data (no pickled objects)."""
+    fmt = np.lib.format
+    try:
+        major, _ = fmt.read_magic(io.BytesIO(bytes(data[:8])))
+        if major not in (1, 2):
+            raise ValueError(f"unsupported .npy version {major}")
+        width = 2 if major == 1 else 4
+        start = 8 + width + int.from_bytes(data[8 : 8 + width], "little")
+        head = io.BytesIO(bytes(data[:start]))
+        fmt.read_magic(head)
+        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(head)
+    except (ValueError, EOFError, SyntaxError) as err:
+        raise PrposeError(f"{path}: not a readable .npy array ({err})") from None
+    if dtype.hasobject:
+        raise PrposeError(f"{path}: array of Python objects (dtype {dtype}); refused (it would need unpickling)")
+    count = math.prod(shape)
+    if len(data) - start != count * dtype.itemsize:
+        raise PrposeError(f"{path}: {len(data) - start} data bytes, its header needs {count * dtype.itemsize}")
+    return np.frombuffer(data, dtype, count=count, offset=start).reshape(shape, order="F" if fortran else "C")
+
+
+def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
+    """Check a manifest's JSON, format, version, own checksum, field types and file names -> the manifest."""
+    try:
+        manifest = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PrposeError(f"{mpath}: unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PrposeError(f"{mpath}: format {got!r}, expected {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise PrposeError(
+            f"{mpath}: index format version {version!r}; this prpose reads version {FORMAT_VERSION} "
+            "(upgrade prpose for newer indexes)"
+        )
+    if version < FORMAT_VERSION:
+        raise PrposeError(
+            f"{mpath}: index format version {version} predates checksummed manifests (version {FORMAT_VERSION}); "
+            "rebuild it with `prpose index build`"
+        )
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise PrposeError(
+            f"{mpath}: contents do not match its manifest_sha256 (edited or corrupt manifest); rebuild the index"
+        )
+
+    def bad(key, expected):
+        value = repr(manifest.get(key))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        return PrposeError(f"{mpath}: {key} {value}, expected {expected}")
+
+    def integer(key, low):
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(key, f"an integer >= {low}")
+        return value
+
+    out = {"count": integer("count", 0), "embedding_dim": integer("embedding_dim", 1),
+           "num_samples": integer("num_samples", 1)}
+    for key in ("fingerprint", "profile", "factory", "sample_dtype"):
+        if not isinstance(manifest.get(key), str):
+            raise bad(key, "a string")
+        out[key] = manifest[key]
+    params = manifest.get("match_params")
+    if not isinstance(params, dict) or not all(
+        isinstance(params.get(p), (int, float)) and not isinstance(params.get(p), bool) for p in ("a", "b", "smoothing")
+    ):
+        raise bad("match_params", 'an object {"a", "b", "smoothing"} of numbers')
+    out["match_params"] = (params["a"], params["b"], params["smoothing"])
+    search = manifest.get("search", {})
+    if not isinstance(search, dict) or not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in search.values()
+    ):
+        raise bad("search", "an object of positive integers or null")
+    out["search"] = search
+    out["faiss_file"] = manifest.get("faiss_file")
+    if out["faiss_file"] not in (None, FAISS_FILE):
+        raise PrposeError(f"{mpath}: faiss_file {out['faiss_file']!r}, expected {FAISS_FILE!r} or null")
+    out["faiss_factory"] = manifest.get("faiss_factory")
+    if out["faiss_file"] and not isinstance(out["faiss_factory"], str):
+        raise bad("faiss_factory", "a FAISS factory string")
+    fields = manifest.get("metadata_fields")
+    if not isinstance(fields, dict):
+        raise bad("metadata_fields", "an object field -> {dtype, shape}")
+    out["metadata_fields"] = {}
+    for name, info in fields.items():
+        if not name.isidentifier():
+            raise PrposeError(f"{mpath}: metadata field name {name!r}, expected a Python identifier")
+        try:
+            dtype = np.dtype(info["dtype"])
+            shape = tuple(info["shape"])
+            ok = dtype.kind in "biufUS" and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
+        except (KeyError, TypeError, ValueError, SyntaxError):
+            ok = False
+        if not ok:
+            raise PrposeError(
+                f"{mpath}: metadata_fields[{name!r}] {info!r:.60}, expected {{dtype: a numeric or string dtype, "
+                "shape: a list of sizes}"
+            )
+        out["metadata_fields"][name] = {"dtype": dtype, "shape": shape}
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise bad("files", "an object file name -> {size, sha256}")
+    wanted = {"means.npy", "samples.npy", *(f"meta_{name}.npy" for name in fields)}
+    wanted |= {FAISS_FILE} if out["faiss_file"] else set()
+    for name, info in files.items():
+        if name not in wanted:
+            raise PrposeError(
+                f"{mpath}: files entry {name!r} is not a file of this index (expected {sorted(wanted)}, all inside "
+                "the index directory)"
+            )
+        if not (isinstance(info, dict) and isinstance(info.get("size"), int) and not isinstance(info["size"], bool)
+                and info["size"] >= 0 and isinstance(info.get("sha256"), str) and _SHA256.fullmatch(info["sha256"])):
+            raise PrposeError(f"{mpath}: files[{name!r}] {info!r:.60}, expected {{size: bytes, sha256: 64 hex digits}}")
+    missing = sorted(wanted - set(files))
+    if missing:
+        raise PrposeError(f"{mpath}: files lacks {missing}; every file of the index must be listed with its SHA-256")
+    out["files"] = files
+    out["fingerprint"] = manifest["fingerprint"]
+    return out
 
 
 def _write_manifest(path: pathlib.Path, manifest: dict) -> None:
@@ -770,20 +985,3 @@ def _write_manifest(path: pathlib.Path, manifest: dict) -> None:
         json.dump(manifest, fh, indent=2, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _replace_dir(tmp: pathlib.Path, target: pathlib.Path) -> None:
-    """Move the finished `tmp` to `target`, replacing an existing index only after the new one is complete."""
-    if target.exists():
-        if not (target / MANIFEST).is_file() and any(target.iterdir()):
-            raise PrposeError(f"{target}: exists and is not a prpose index; refusing to replace it")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)

@@ -81,7 +81,7 @@ def test_identical_single_samples_give_maximal_probability():
     idx = PoseIndex(D, 1, PARAMS, "m")
     z = np.ones((1, D), np.float32)
     idx.add(z, z[:, None], None)
-    res = idx.search(z, z[:, None], k=1)
+    res = idx.search(z, z[:, None], k=1, fingerprint=idx.fingerprint)
     expected = (1 - s) / (1 + np.exp(-b)) + s / 2
     np.testing.assert_allclose(res.probabilities[0, 0], expected, rtol=1e-6)
 
@@ -89,7 +89,7 @@ def test_identical_single_samples_give_maximal_probability():
 def test_exact_search_matches_float64_brute_force():
     idx, means, samples, _ = build(n=120)
     qm, qs = queries(4)
-    res = idx.search_exact(qm, qs, k=10)
+    res = idx.search_exact(qm, qs, k=10, fingerprint=idx.fingerprint)
     for i in range(4):
         d = reference_distance(qs[i], samples, *PARAMS)
         order = np.argsort(d, kind="stable")[:10]
@@ -104,7 +104,7 @@ def test_matches_teammate_float64_twin_when_available():
         pytest.skip("prpose.matching.match_distance_np not available")
     idx, _, samples, _ = build(n=50)
     qm, qs = queries(2)
-    res = idx.search_exact(qm, qs, k=5)
+    res = idx.search_exact(qm, qs, k=5, fingerprint=idx.fingerprint)
     want = matching.match_distance_np(qs[0][None], samples[res.ids[0]], *PARAMS)
     np.testing.assert_allclose(res.distances[0], want, rtol=1e-5)
 
@@ -116,7 +116,7 @@ def test_matches_teammate_float64_twin_when_available():
 def test_entry_queried_with_its_own_samples_comes_first(factory):
     idx, means, samples, meta = build(n=400, factory=factory)
     picks = np.array([0, 17, 123, 399])
-    res = idx.search(means[picks], samples[picks], k=5)
+    res = idx.search(means[picks], samples[picks], k=5, fingerprint=idx.fingerprint)
     np.testing.assert_array_equal(res.ids[:, 0], picks)
     np.testing.assert_array_equal(res.metadata["frame"][:, 0], meta["frame"][picks])
     np.testing.assert_array_equal(res.metadata["camera"][:, 0], meta["camera"][picks].astype(str))
@@ -128,9 +128,9 @@ def test_entry_queried_with_its_own_samples_comes_first(factory):
 def test_batch_and_single_queries_give_identical_results(factory):
     idx, *_ = build(n=500, factory=factory)
     qm, qs = queries(40)  # > 20 queries: FAISS switches to BLAS distances for batches
-    batch = idx.search(qm, qs, k=6, candidates=24)
+    batch = idx.search(qm, qs, k=6, candidates=24, fingerprint=idx.fingerprint)
     for i in range(0, 40, 3):
-        single = idx.search(qm[i : i + 1], qs[i : i + 1], k=6, candidates=24)
+        single = idx.search(qm[i : i + 1], qs[i : i + 1], k=6, candidates=24, fingerprint=idx.fingerprint)
         np.testing.assert_array_equal(single.ids[0], batch.ids[i])
         np.testing.assert_array_equal(single.distances[0], batch.distances[i])
 
@@ -138,11 +138,13 @@ def test_batch_and_single_queries_give_identical_results(factory):
 def test_two_stage_agrees_with_exact_on_small_data():
     idx, *_ = build(n=300)
     qm, qs = queries(20)
-    exact = idx.search_exact(qm, qs, k=10)
-    full = idx.search(qm, qs, k=10, candidates=300)  # every entry is a candidate: must equal the reference
+    exact = idx.search_exact(qm, qs, k=10, fingerprint=idx.fingerprint)
+    # Every entry is a candidate: must equal the reference.
+    full = idx.search(qm, qs, k=10, candidates=300, fingerprint=idx.fingerprint)
     np.testing.assert_array_equal(full.ids, exact.ids)
     np.testing.assert_allclose(full.distances, exact.distances, rtol=1e-5)
-    default = idx.search(qm, qs, k=10)  # 64 candidates of 300, clustered data: top-1 must still agree
+    # 64 candidates of 300, clustered data: top-1 must still agree.
+    default = idx.search(qm, qs, k=10, fingerprint=idx.fingerprint)
     np.testing.assert_array_equal(default.ids[:, 0], exact.ids[:, 0])
     assert np.all(np.diff(default.distances, axis=1) >= 0)
 
@@ -150,12 +152,12 @@ def test_two_stage_agrees_with_exact_on_small_data():
 def test_fewer_entries_than_k_pads_with_minus_one():
     idx, *_ = build(n=3)
     qm, qs = queries(2)
-    res = idx.search(qm, qs, k=5)
+    res = idx.search(qm, qs, k=5, fingerprint=idx.fingerprint)
     assert res.ids.shape == (2, 5)
     assert np.all(res.ids[:, 3:] == -1) and np.all(np.isinf(res.distances[:, 3:]))
     assert np.all(res.probabilities[:, 3:] == 0) and np.all(res.metadata["subject"][:, 3:] == "")
     assert sorted(res.ids[0, :3]) == [0, 1, 2] and len(res.rows(0)) == 3
-    exact = idx.search_exact(qm, qs, k=5)
+    exact = idx.search_exact(qm, qs, k=5, fingerprint=idx.fingerprint)
     np.testing.assert_array_equal(exact.ids, res.ids)
 
 
@@ -165,11 +167,11 @@ def test_incremental_add_and_auto_switch_to_hnsw(monkeypatch):
     idx = PoseIndex(D, K, PARAMS, "m")
     ids = idx.add(means[:200], samples[:200], {k: v[:200] for k, v in meta.items()})
     qm, qs = queries(5)
-    idx.search(qm, qs, k=3)
+    idx.search(qm, qs, k=3, fingerprint=idx.fingerprint)
     assert idx.faiss_factory == "Flat" and ids[-1] == 199
     ids = idx.add(means[200:], samples[200:], {k: v[200:] for k, v in meta.items()})
     assert ids[0] == 200 and idx.faiss_factory == "HNSW32"
-    res = idx.search(means[[250]], samples[[250]], k=3)
+    res = idx.search(means[[250]], samples[[250]], k=3, fingerprint=idx.fingerprint)
     assert res.ids[0, 0] == 250 and idx._faiss.ntotal == 300
 
 
@@ -177,8 +179,8 @@ def test_float16_storage_keeps_rankings_close():
     idx32, *_ = build(n=300)
     idx16, *_ = build(n=300, sample_dtype="float16")
     qm, qs = queries(20)
-    r32 = idx32.search_exact(qm, qs, k=5)
-    r16 = idx16.search_exact(qm, qs, k=5)
+    r32 = idx32.search_exact(qm, qs, k=5, fingerprint=idx32.fingerprint)
+    r16 = idx16.search_exact(qm, qs, k=5, fingerprint=idx16.fingerprint)
     np.testing.assert_allclose(r16.distances, r32.distances, rtol=2e-3)
     assert np.mean(r16.ids[:, 0] == r32.ids[:, 0]) >= 0.9
     assert idx16.samples().dtype == np.float16
@@ -192,17 +194,17 @@ def test_save_load_round_trip_gives_identical_results(tmp_path, factory):
     idx, *_ = build(n=300, factory=factory)
     idx.ef_search = 40
     qm, qs = queries(9)
-    before = idx.search(qm, qs, k=5)
+    before = idx.search(qm, qs, k=5, fingerprint=idx.fingerprint)
     idx.save(tmp_path / "ix")
     loaded = PoseIndex.load(tmp_path / "ix", expected_fingerprint="model-abc")
-    after = loaded.search(qm, qs, k=5)
+    after = loaded.search(qm, qs, k=5, fingerprint=loaded.fingerprint)
     np.testing.assert_array_equal(after.ids, before.ids)
     np.testing.assert_array_equal(after.distances, before.distances)
     for name in before.metadata:
         np.testing.assert_array_equal(after.metadata[name], before.metadata[name])
     assert loaded.ef_search == 40 and loaded.match_params == idx.match_params and loaded.ntotal == 300
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert manifest["format"] == "prpose-index" and manifest["version"] == 1
+    assert manifest["format"] == "prpose-index" and manifest["version"] == 2
     assert manifest["faiss_factory"] == ("Flat" if factory == "Flat" else factory)
     assert set(manifest["files"]) >= {"means.npy", "samples.npy", "faiss.index", "meta_frame.npy"}
 
@@ -237,9 +239,9 @@ def test_load_refuses_newer_format_version(tmp_path):
     idx, *_ = build(n=20)
     path = idx.save(tmp_path / "ix")
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["version"] = 2
+    manifest["version"] = 3
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(PrposeError, match="version 2"):
+    with pytest.raises(PrposeError, match="version 3"):
         PoseIndex.load(path)
 
 
@@ -275,9 +277,9 @@ def test_nan_query_is_refused_with_row_numbers():
     qm, qs = queries(3)
     qs[2, 1, 0] = np.nan
     with pytest.raises(PrposeError, match=r"query_samples has 1 row\(s\) with NaN.*\[2\]"):
-        idx.search(qm, qs, k=2)
+        idx.search(qm, qs, k=2, fingerprint=idx.fingerprint)
     with pytest.raises(PrposeError, match="query_samples"):
-        idx.search_exact(qm, qs, k=2)
+        idx.search_exact(qm, qs, k=2, fingerprint=idx.fingerprint)
 
 
 @pytest.mark.parametrize(
@@ -289,16 +291,17 @@ def test_nan_query_is_refused_with_row_numbers():
 def test_bad_query_shapes_are_refused(qm_shape, qs_shape, pattern):
     idx, *_ = build(n=20)
     with pytest.raises(PrposeError, match=pattern):
-        idx.search(np.zeros(qm_shape, np.float32), np.zeros(qs_shape, np.float32), k=2)
+        idx.search(np.zeros(qm_shape, np.float32), np.zeros(qs_shape, np.float32), k=2,
+                   fingerprint=idx.fingerprint)
 
 
 def test_bad_arguments_are_refused():
     idx, means, samples, meta = build(n=20)
     qm, qs = queries(2)
     with pytest.raises(PrposeError, match="k=0"):
-        idx.search(qm, qs, k=0)
+        idx.search(qm, qs, k=0, fingerprint=idx.fingerprint)
     with pytest.raises(PrposeError, match="candidates=3, expected an integer >= k=5"):
-        idx.search(qm, qs, k=5, candidates=3)
+        idx.search(qm, qs, k=5, candidates=3, fingerprint=idx.fingerprint)
     with pytest.raises(PrposeError, match=r"lacks fields \['camera'\]"):
         idx.add(means, samples, {k: v for k, v in meta.items() if k != "camera"})
     with pytest.raises(PrposeError, match=r"pose3d'\] has shape \(20, 16, 3\)"):
@@ -312,11 +315,11 @@ def test_bad_arguments_are_refused():
     with pytest.raises(PrposeError, match="factory 'NotAThing'"):
         PoseIndex(D, K, PARAMS, "m", factory="NotAThing")
     with pytest.raises(PrposeError, match="empty"):
-        PoseIndex(D, K, PARAMS, "m").search(qm, qs, k=1)
+        PoseIndex(D, K, PARAMS, "m").search(qm, qs, k=1, fingerprint="m")
     ivf = PoseIndex(D, K, PARAMS, "m", factory="IVF64,Flat")
     ivf.add(means, samples, meta)
     with pytest.raises(PrposeError, match="64 inverted lists.*holds 20"):
-        ivf.search(qm, qs, k=1)
+        ivf.search(qm, qs, k=1, fingerprint=ivf.fingerprint)
 
 
 def test_structured_array_metadata_is_accepted():
@@ -326,5 +329,221 @@ def test_structured_array_metadata_is_accepted():
     meta["frame"] = [5, 6, 7, 8]
     idx = PoseIndex(D, K, PARAMS, "m")
     idx.add(means, samples, meta)
-    res = idx.search(means[[2]], samples[[2]], k=1)
+    res = idx.search(means[[2]], samples[[2]], k=1, fingerprint=idx.fingerprint)
     assert res.metadata["frame"][0, 0] == 7 and set(idx.metadata_fields) == set(meta.dtype.names)
+
+
+# -- reliability (issue 9) ---------------------------------------------------------------------------------------
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _reseal(path, manifest):
+    """Write `manifest` with a matching manifest_sha256: what a careful forger would do (independent of prpose)."""
+    import hashlib
+
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    (path / "manifest.json").write_text(json.dumps({**body, "manifest_sha256": hashlib.sha256(canonical).hexdigest()}))
+
+
+def test_save_replaces_only_a_prpose_index(tmp_path):
+    from prpose import dataset as ds
+
+    idx, *_ = build(n=20)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("keep me")
+    (thesis / "manifest.json").write_text(json.dumps({"format": "prpose-index", "version": 1}))
+    with pytest.raises(PrposeError, match="thesis exists, is not empty and is not a prpose index"):
+        idx.save(thesis)
+    assert (thesis / "thesis.tex").read_text() == "keep me"
+    data = tmp_path / "data"
+    (data).mkdir()
+    (data / "manifest.json").write_text(json.dumps({"format": ds.FORMAT, "version": 1}))
+    (data / "poses3d.npy").write_bytes(b"x")
+    with pytest.raises(PrposeError, match="data exists.*not a prpose index.*'prpose-dataset'"):
+        idx.save(data)
+    assert (data / "poses3d.npy").read_bytes() == b"x"
+    idx.save(tmp_path / "ix")
+    (tmp_path / "ix" / "model.json").write_text("{}")  # what `prpose index build` writes beside the index
+    idx.save(tmp_path / "ix")  # an index is replaced
+    assert index_mod.is_index_dir(tmp_path / "ix") and not index_mod.is_index_dir(thesis)
+
+
+CRASH_CHILD = """
+import os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_index import build
+target = sys.argv[1]
+build(n=20)[0].save(target)
+real_rename, calls = os.rename, []
+def rename(a, b):
+    calls.append(b)
+    if len(calls) == 2:
+        os._exit(17)  # killed between the two renames of the swap
+    real_rename(a, b)
+os.rename = rename
+build(n=40, seed=5)[0].save(target)
+"""
+
+
+def test_crash_between_the_renames_of_a_save_is_recovered_by_the_next_load(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "ix"
+    done = subprocess.run([sys.executable, "-c", CRASH_CHILD, str(target), str(pathlib.Path(__file__).parent)],
+                          capture_output=True, text=True)
+    assert done.returncode == 17, done.stderr
+    assert not target.exists()
+    assert PoseIndex.load(target).ntotal == 40  # the new copy was complete: the swap is finished
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda m: m["files"].update({"../secret.bin": {"size": 1, "sha256": "0" * 64}}), r"'\.\./secret\.bin'"),
+    (lambda m: m["files"].update({"/etc/hostname": {"size": 1, "sha256": "0" * 64}}), r"'/etc/hostname'"),
+    (lambda m: m["metadata_fields"].update({"../../secret": {"dtype": "<i4", "shape": []}}), r"'\.\./\.\./secret'"),
+    (lambda m: m.update({"faiss_file": "../secret.bin"}), r"faiss_file '\.\./secret\.bin'"),
+])
+def test_manifest_cannot_name_files_outside_the_index(tmp_path, edit, pattern):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"s" * 12345)
+    manifest = _manifest(path)
+    edit(manifest)
+    _reseal(path, manifest)
+    with pytest.raises(PrposeError, match=pattern) as err:
+        PoseIndex.load(path)
+    assert "12345" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_symlinked_index_file_is_refused(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    outside = tmp_path / "means-elsewhere.npy"
+    (path / "means.npy").rename(outside)
+    (path / "means.npy").symlink_to(outside)
+    with pytest.raises(PrposeError, match=r"means\.npy.*symbolic link"):
+        PoseIndex.load(path)
+
+
+def test_faiss_file_is_hashed(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    other, *_ = build(n=20, seed=9)
+    other.save(tmp_path / "other")
+    (path / "faiss.index").write_bytes((tmp_path / "other" / "faiss.index").read_bytes())
+    with pytest.raises(PrposeError, match=r"faiss\.index.*SHA-256"):
+        PoseIndex.load(path)
+
+
+def test_one_byte_edit_of_match_params_is_refused(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    text = (path / "manifest.json").read_text()
+    assert '"a": 1.3' in text
+    (path / "manifest.json").write_text(text.replace('"a": 1.3', '"a": 1.4'))
+    with pytest.raises(PrposeError, match=r"manifest\.json.*manifest_sha256"):
+        PoseIndex.load(path)
+
+
+def test_malformed_manifest_types_are_one_line_errors(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    original = _manifest(path)
+    for key, value in [("files", []), ("metadata_fields", "frame"), ("count", "many"), ("match_params", 3)]:
+        manifest = dict(original)
+        manifest[key] = value
+        _reseal(path, manifest)
+        with pytest.raises(PrposeError, match=rf"manifest\.json.*{key}"):
+            PoseIndex.load(path)
+
+
+REBUILD_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from test_index import build
+target, until = sys.argv[1], time.time() + float(sys.argv[3])
+a, b = build(n=200, seed=1)[0], build(n=300, seed=2)[0]
+a.fingerprint, b.fingerprint = "model-A", "model-B"
+while time.time() < until:
+    a.save(target)
+    b.save(target)
+"""
+
+
+def test_load_during_rebuild_in_place_never_mixes_two_builds(tmp_path):
+    """One process rebuilds the index in place in a loop (two different models), this one loads meanwhile."""
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "ix"
+    expected = {"model-A": build(n=200, seed=1)[1], "model-B": build(n=300, seed=2)[1]}
+    first = build(n=200, seed=1)[0]
+    first.fingerprint = "model-A"
+    first.save(target)
+    writer = subprocess.Popen([sys.executable, "-c", REBUILD_CHILD, str(target), str(pathlib.Path(__file__).parent),
+                               "5"], stderr=subprocess.PIPE, text=True)
+    loads, seen = 0, set()
+    try:
+        while writer.poll() is None:
+            loaded = PoseIndex.load(target)
+            means = expected.get(loaded.fingerprint)
+            assert means is not None, loaded.fingerprint
+            np.testing.assert_array_equal(loaded.means(), means)  # manifest and arrays of one build
+            loads += 1
+            seen.add(loaded.fingerprint)
+            time.sleep(0.001)
+    finally:
+        writer.wait(30)
+    assert writer.returncode == 0, writer.stderr.read()
+    assert loads > 20 and seen == set(expected)
+
+
+def test_search_checks_the_embeddings_model(tmp_path):
+    idx, means, samples, _ = build(n=50)
+    with pytest.raises(TypeError, match="fingerprint"):
+        idx.search(means[:2], samples[:2], k=3)
+    with pytest.raises(PrposeError, match="'model-xyz'.*'model-abc'"):
+        idx.search(means[:2], samples[:2], k=3, fingerprint="model-xyz")
+    with pytest.raises(PrposeError, match="'model-xyz'.*'model-abc'"):
+        idx.search_exact(means[:2], samples[:2], k=3, fingerprint="model-xyz")
+    checked = idx.search(means[:2], samples[:2], k=3, fingerprint="model-abc")
+    unchecked = idx.search(means[:2], samples[:2], k=3, fingerprint=None)  # the explicit opt-out
+    np.testing.assert_array_equal(checked.ids, unchecked.ids)
+
+
+def test_search_memory_is_bounded_for_large_k():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, kk, d = 10_000, 20, 16
+    idx = PoseIndex(d, kk, PARAMS, "m", factory="Flat")
+    means = rng.normal(size=(n, d)).astype(np.float32)
+    idx.add(means, (means[:, None] + 0.1 * rng.normal(size=(n, kk, d))).astype(np.float32))
+    qm, qs = means[:8], idx.samples()[:8]
+    idx.search(qm[:1], qs[:1], k=1, fingerprint="m")  # build the FAISS stage outside the measurement
+    tracemalloc.start()
+    res = idx.search(qm, qs, k=1000, fingerprint="m")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Unbounded (before), the re-rank held 8 queries x 8,000 candidates x K x D floats several times: 279 MB.
+    assert peak < 80e6, f"peak {peak / 1e6:.0f} MB"
+    np.testing.assert_array_equal(res.ids[:, 0], np.arange(8))
+
+
+def test_chunked_search_equals_one_block(monkeypatch):
+    idx, *_ = build(n=300)
+    qm, qs = queries(9)
+    whole = idx.search(qm, qs, k=20, fingerprint="model-abc")
+    monkeypatch.setattr(index_mod, "_PAIR_BUDGET", 7)
+    chunked = idx.search(qm, qs, k=20, fingerprint="model-abc")
+    np.testing.assert_array_equal(chunked.ids, whole.ids)
+    np.testing.assert_array_equal(chunked.distances, whole.distances)

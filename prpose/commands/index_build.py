@@ -8,7 +8,6 @@ import pathlib
 
 import numpy as np
 
-MODEL_REF = "model.json"  # beside the index: where the model that built it lives (query uses it)
 _CHUNK = 8192
 
 
@@ -21,7 +20,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, default=1, help="index every N-th frame (default: %(default)s)")
     parser.add_argument("--factory", default="auto",
                         help='FAISS candidate stage: "auto", "Flat", "HNSW32", "IVF1024,Flat", ...')
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing prpose index at --out (anything else there is refused)")
 
 
 def _camera_columns(names: list[str], wanted: list[str] | None) -> list[int]:
@@ -41,21 +41,32 @@ def _camera_columns(names: list[str], wanted: list[str] | None) -> list[int]:
 
 
 def main(args) -> int:
+    from prpose import atomic
+    from prpose.errors import PrposeError
+    from prpose.index import is_index_dir
+
+    out = pathlib.Path(args.out)
+    if args.every < 1:
+        raise PrposeError(f"--every {args.every}: expected a positive integer")
+    # Hold --out's write lock for the whole build: a second build into the same --out fails now, not after
+    # both have worked (and one silently replaced the other). Only a prpose index may be overwritten.
+    with atomic.locked(out):
+        atomic.recover(out, is_index_dir)
+        atomic.check_target(out, args.overwrite, is_index_dir, "prpose index")
+        return _build(args, out)
+
+
+def _build(args, out: pathlib.Path) -> int:
     import jax
     from tqdm import tqdm
 
     from prpose import keypoints as kp
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
-    from prpose.index import PoseIndex
+    from prpose.index import MODEL_REF, PoseIndex
     from prpose.inference import load_model
     from prpose.normalize import normalize_2d
 
-    out = pathlib.Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise PrposeError(f"{out} exists; pass --overwrite to replace it")
-    if args.every < 1:
-        raise PrposeError(f"--every {args.every}: expected a positive integer")
     dataset = load_dataset(args.data)
     model = load_model(args.model)
     rows = dataset.indices(split=args.split)[:: args.every]

@@ -28,15 +28,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_dir(index_dir: pathlib.Path, override: str | None) -> str:
-    from prpose.commands.index_build import MODEL_REF
+    from prpose import atomic
     from prpose.errors import PrposeError
+    from prpose.index import MODEL_REF, is_index_dir
 
+    atomic.recover(index_dir, is_index_dir)  # an index whose rebuild was interrupted is restored first
+    if not index_dir.is_dir():
+        what = "not a directory" if index_dir.exists() else "no such directory"
+        raise PrposeError(f"--index {index_dir}: {what}; expected an index written by `prpose index build`")
     if override:
         return override
     ref = index_dir / MODEL_REF
     if not ref.is_file():
         raise PrposeError(f"{index_dir}: no {MODEL_REF} naming the model that built the index; pass --model")
-    return json.loads(ref.read_text())["run_dir"]
+    try:
+        run_dir = json.loads(ref.read_text())["run_dir"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise PrposeError(f"{ref}: unreadable ({type(err).__name__}: {err}); pass --model") from None
+    if not isinstance(run_dir, str):
+        raise PrposeError(f"{ref}: run_dir {run_dir!r}, expected a path; pass --model")
+    return run_dir
 
 
 def _pose_errors(pose3d, result) -> np.ndarray | None:
@@ -120,7 +131,7 @@ def main(args) -> int:
     poses = dataclasses.replace(poses, keypoints=poses.keypoints[rows], scores=poses.scores[rows],
                                 ids=tuple(poses.ids[r] for r in rows),
                                 pose3d=None if poses.pose3d is None else poses.pose3d[rows])
-    result = index.search(emb.mean, emb.samples, args.k)
+    result = index.search(emb.mean, emb.samples, args.k, fingerprint=model.fingerprint)
     errors = _pose_errors(poses.pose3d, result)
     if args.json:
         queries = [{"query": q, "row": int(rows[q]), "id": poses.ids[q],
