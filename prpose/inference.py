@@ -1,8 +1,9 @@
-"""Load a trained run and embed 2D poses: ``load_model(run_dir).embed(keypoints, profile=...)``.
+"""Load a model and embed 2D poses: ``load_model().embed(keypoints, profile=...)``.
 
-``load_model`` reads ``config.json``, rebuilds the embedder, restores the EMA weights of the latest complete
-checkpoint (what the authors use at inference) and puts the model in eval mode (no dropout, batch-norm
-running statistics). ``PoseEmbedder.embed`` converts any keypoint profile to the model's input profile
+``load_model`` takes the packaged default model (no argument), a packaged model's name, an exported model
+directory (``prpose export``: config + EMA weights) or a training run directory (``config.json`` + the EMA
+weights of the latest complete checkpoint, what the authors use at inference), and puts the model in eval mode
+(no dropout, batch-norm running statistics). ``PoseEmbedder.embed`` converts any keypoint profile to the model's input profile
 (``config.model.input_profile``, input13 unless the run chose another) by joint name, normalises, and runs the model in fixed-size chunks: a call pads its last chunk up to a power-of-two bucket
 (64 ... ``batch_size``), so arbitrary N compiles at most a handful of shapes, never one per N.
 
@@ -13,6 +14,10 @@ Joints the model reads but the detector's profile lacks (a head top for COCO, a 
 model) are fed as missing: zero, with the visibility mask False. Only a model that takes a mask
 (``model.mask_mode`` != "none") may be fed so; otherwise the call is an error naming the missing joints.
 ``embed_usable`` embeds the usable rows of a whole detector file and says why it skipped each other row.
+
+Small calls on an exported model (up to ``NUMPY_MAX_ROWS`` poses) run in plain NumPy (``prpose.numpy_forward``:
+same normalisation, network and noise, equal to the JAX path within 1e-5), so a one-off query neither
+imports nor compiles JAX. This module imports JAX and Flax only when the JAX path is used.
 """
 
 from __future__ import annotations
@@ -22,16 +27,15 @@ import os
 import pathlib
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
 
 DEFAULT_BATCH_SIZE = 1024
 _MIN_BUCKET = 64
+#: Calls of at most this many poses on an exported model use the NumPy forward pass (no JAX compile).
+NUMPY_MAX_ROWS = 1024
 
 
 class UsableEmbeddings(NamedTuple):
@@ -60,6 +64,8 @@ class Embeddings(NamedTuple):
 
 def build_model(model_config, window: int = 1, seed: int = 0):
     """A fresh embedder for a ModelConfig (TemporalEmbedder when window > 1)."""
+    from flax import nnx
+
     from prpose.model import Embedder, TemporalEmbedder
 
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
@@ -73,6 +79,9 @@ def init_split(model_config, window: int = 1, seed: int = 0, *, train: bool = Fa
 
     The arrays are initialised under one jit: eager nnx initialisation dispatches op by op (seconds on 2 cores).
     """
+    import jax
+    from flax import nnx
+
     abstract = nnx.eval_shape(lambda: build_model(model_config, window, seed))
     abstract.train() if train else abstract.eval()
     graphdef = nnx.graphdef(abstract)
@@ -92,7 +101,14 @@ def _eval_template(model_config, window: int):
     return graphdef, rest
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_samples", "normalize", "profile"))
+@functools.cache
+def _jax_forward():
+    """The jitted forward pass (built on first use, so that importing this module does not import JAX)."""
+    import jax
+
+    return jax.jit(_forward, static_argnames=("graphdef", "num_samples", "normalize", "profile"))
+
+
 def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: int, normalize: bool, profile: str):
     """Eval-mode embedding of one padded chunk, normalisation included (so every step is bucketed).
 
@@ -100,6 +116,10 @@ def _forward(graphdef, state, keypoints, visible, key, row_offset, num_samples: 
     ``normalize`` is False), visible (M, J) -> mean, stddev (M, D), samples (M, K, D), valid (M,) (False
     where normalisation failed).
     """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
     from prpose.normalize import normalize_2d
 
     if normalize:
@@ -123,29 +143,59 @@ class PoseEmbedder:
       match_params: (a, b, smoothing) python floats of the match probability.
       step: training step of the weights (None for in-memory models).
       embedding_dim, num_samples: D and K.
+
+    Built from an nnx (graphdef, state), or from an exported model (``exported``: a
+    ``prpose.export.ExportedModel``), whose JAX state is then only built when a call needs the JAX path.
     """
 
-    def __init__(self, config, graphdef, state, *, fingerprint: str, step: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
-        if config.window > 1:
-            raise PrposeError(f"PoseEmbedder: the run has window={config.window} (temporal model); "
+    def __init__(self, config, graphdef=None, state=None, *, fingerprint: str, step: int | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, exported=None):
+        if (graphdef is None) == (exported is None) or (config is None) == (exported is None):
+            raise PrposeError("PoseEmbedder: give either (config, graphdef, state) or exported")
+        window = exported.window if config is None else config.window
+        if window > 1:
+            raise PrposeError(f"PoseEmbedder: the run has window={window} (temporal model); "
                               "single-pose embedding needs a window=1 run")
-        self.config = config
+        self._config = config
+        self._model_spec = exported.model_spec if config is None else config.model
         self._graphdef = graphdef
         self._state = state
+        self._exported = exported
         self.fingerprint = fingerprint
         self.step = step
         self.batch_size = int(batch_size)
-        model = nnx.merge(graphdef, state)
-        a, b = model.match_params()
-        self.match_params = (float(a), float(b), float(config.loss.smoothing))
-        self.embedding_dim = config.model.embedding_dim
-        self.num_samples = config.model.num_samples
+        if exported is not None:
+            self.match_params = exported.match_params
+        else:
+            from flax import nnx
+
+            a, b = nnx.merge(graphdef, state).match_params()
+            self.match_params = (float(a), float(b), float(config.loss.smoothing))
+        self.embedding_dim = self._model_spec.embedding_dim
+        self.num_samples = self._model_spec.num_samples
+
+    @property
+    def config(self):
+        """The TrainConfig (for an exported model, parsed on first access)."""
+        return self._exported.config if self._config is None else self._config
+
+    def _jax_model(self):
+        """(graphdef, state) for the JAX path; built from the exported arrays on first use."""
+        if self._graphdef is None:
+            from flax import nnx
+
+            stored = self._exported
+            graphdef, params, batch_stats, rest = init_split(stored.config.model, stored.config.window)
+            self._state = nnx.merge_state(stored.tree("params", params), stored.tree("batch_stats", batch_stats), rest)
+            self._graphdef = graphdef
+        return self._graphdef, self._state
 
     @classmethod
     def from_state(cls, config, params, batch_stats, *, fingerprint: str, step: int | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE) -> "PoseEmbedder":
         """Build from in-memory weights (training's validation uses the live EMA)."""
+        from flax import nnx
+
         graphdef, rest = _eval_template(config.model, config.window)
         state = nnx.merge_state(params, batch_stats, rest)
         return cls(config, graphdef, state, fingerprint=fingerprint, step=step, batch_size=batch_size)
@@ -154,7 +204,7 @@ class PoseEmbedder:
     @property
     def input_profile(self) -> str:
         """The keypoint profile the model reads (``config.model.input_profile``)."""
-        return self.config.model.input_profile
+        return self._model_spec.input_profile
 
     def embed(self, keypoints, profile: str | None = None, scores=None, score_threshold: float = 0.3,
               key=None) -> Embeddings:
@@ -196,7 +246,7 @@ class PoseEmbedder:
         Raises:
           PrposeError for the argument errors of :meth:`embed` (never for a bad row).
         """
-        from prpose.normalize import TORSO_JOINTS
+        from prpose.numpy_forward import TORSO_JOINTS  # normalize.py's, without importing JAX
 
         target = self.input_profile
         try:
@@ -208,7 +258,7 @@ class PoseEmbedder:
             raise PrposeError(f"embed: keypoints have shape {x.shape}, expected (N, {prof.num_joints}, 2) "
                               f"for profile {prof.name!r}")
         lacking = kp.missing_joints(prof, target)
-        if lacking and self.config.model.mask_mode == "none":
+        if lacking and self._model_spec.mask_mode == "none":
             raise PrposeError(
                 f"embed: the model reads {target!r}, whose joint(s) {', '.join(lacking)} profile {prof.name!r} "
                 f"lacks; only a model trained with a mask input (model.mask_mode other than 'none') can take "
@@ -249,7 +299,7 @@ class PoseEmbedder:
 
     def embed_normalized(self, keypoints, visible=None, key=None) -> Embeddings:
         """Embed already normalised keypoints (N, J, 2) of the model's input profile, optional (N, J) bool mask."""
-        j = self.config.model.num_keypoints
+        j = kp.get_profile(self.input_profile).num_joints
         x = np.asarray(keypoints, np.float32)
         if x.ndim != 3 or x.shape[1:] != (j, 2):
             raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, {j}, 2) "
@@ -258,8 +308,20 @@ class PoseEmbedder:
         return self._run(x, vis, key, normalize=False)[0]
 
     def _run(self, x, vis, key, *, normalize: bool):
-        """Chunks of ``batch_size``, the last padded to a power-of-two bucket; returns (Embeddings, valid)."""
+        """Chunks of ``batch_size``, the last padded to a power-of-two bucket; returns (Embeddings, valid).
+
+        Small calls on an exported model go to :meth:`_run_numpy` instead (same results within 1e-5)."""
         n, j = x.shape[:2]
+        raw_key = _raw_threefry_key(key)
+        if self._exported is not None and 0 < n <= NUMPY_MAX_ROWS and raw_key is not None:
+            from prpose import numpy_forward
+
+            if self._model_spec.norm in numpy_forward.SUPPORTED_NORMS:
+                return self._run_numpy(x, vis, raw_key, normalize)
+        import jax
+
+        graphdef, state = self._jax_model()
+        forward = _jax_forward()
         key = jax.random.key(0) if key is None else key
         # Without missing keypoints the mask is all True: normalize_2d then equals its unmasked form.
         means, stds, samples, valids = [], [], [], []
@@ -270,8 +332,8 @@ class PoseEmbedder:
             xp = np.zeros((bucket, j, 2), np.float32)
             vp = np.ones((bucket, j), bool)
             xp[:m], vp[:m] = x[start:stop], vis[start:stop]
-            out = _forward(self._graphdef, self._state, xp, vp, key, jnp.int32(start), self.num_samples, normalize,
-                           self.input_profile)
+            out = forward(graphdef, state, xp, vp, key, np.int32(start), self.num_samples, normalize,
+                          self.input_profile)
             out = jax.device_get(out)
             means.append(out[0][:m]), stds.append(out[1][:m]), samples.append(out[2][:m]), valids.append(out[3][:m])
         if n == 0:
@@ -281,20 +343,59 @@ class PoseEmbedder:
         return (Embeddings(np.concatenate(means), np.concatenate(stds), np.concatenate(samples)),
                 np.concatenate(valids))
 
+    def _run_numpy(self, x, vis, raw_key, normalize: bool):
+        """The NumPy forward pass of an exported model (prpose.numpy_forward); returns (Embeddings, valid)."""
+        from prpose import numpy_forward as nf
+
+        if normalize:
+            x, valid = nf.normalize_2d(x, vis, self.input_profile)
+        else:
+            x, valid = np.asarray(x, np.float32), np.ones(x.shape[:1], bool)
+        mean, stddev = nf.forward(self._exported.arrays, self._model_spec, x, vis)
+        eps = nf.normal(nf.fold_in(raw_key, np.arange(x.shape[0])), (self.num_samples, self.embedding_dim))
+        return Embeddings(mean, stddev, mean[:, None, :] + stddev[:, None, :] * eps), valid
+
+    def weights(self):
+        """(params, batch_stats) nnx states of the model (what ``prpose export`` writes)."""
+        from flax import nnx
+
+        graphdef, state = self._jax_model()
+        _, params, batch_stats, _ = nnx.split(nnx.merge(graphdef, state), nnx.Param, nnx.BatchStat, ...)
+        return params, batch_stats
+
     def __repr__(self) -> str:
         return (f"PoseEmbedder(fingerprint={self.fingerprint!r}, step={self.step}, D={self.embedding_dim}, "
                 f"K={self.num_samples})")
 
 
-def load_model(run_dir: str | os.PathLike, *, step: int | None = None,
+def load_model(model: str | os.PathLike | None = None, *, step: int | None = None,
                batch_size: int = DEFAULT_BATCH_SIZE) -> PoseEmbedder:
-    """Load the EMA weights of a training run (latest complete checkpoint unless ``step``), in eval mode."""
+    """Load a model in eval mode.
+
+    ``model`` is None (the packaged default model, ``prpose.export.DEFAULT_MODEL``), the name of a packaged
+    model (``"prpose-cmu-v1"``), an exported model directory (``prpose export``: weights and config only), or
+    a training run directory (its EMA weights at the latest complete checkpoint, or at ``step``).
+    """
+    from prpose import export
+
+    path = export.resolve(model)
+    if export.is_exported(path):
+        if step is not None:
+            raise PrposeError(f"load_model: {path} is an exported model (one step, {export.MANIFEST}); "
+                              f"step={step} applies to training run directories only")
+        stored = export.ExportedModel(path)
+        return PoseEmbedder(None, fingerprint=stored.fingerprint, step=stored.step, batch_size=batch_size,
+                            exported=stored)
+    return _load_run(path, step, batch_size)
+
+
+def _load_run(run_dir: pathlib.Path, step: int | None, batch_size: int) -> PoseEmbedder:
+    """The EMA weights of a training run (latest complete checkpoint unless ``step``)."""
+    from flax import nnx
+
     from prpose import checkpoint as ckpt
     from prpose.config import load_config, model_fingerprint_dict
 
-    run_dir = pathlib.Path(run_dir)
-    if not run_dir.is_dir():
-        raise PrposeError(f"load_model: {run_dir} is not a directory (expected a training run directory)")
     config = load_config(run_dir)
     graphdef, params, batch_stats, rest = init_split(config.model, config.window)
     template = {"params": params, "batch_stats": batch_stats}
@@ -305,3 +406,18 @@ def load_model(run_dir: str | os.PathLike, *, step: int | None = None,
                           f"({meta.get('fingerprint')} vs recomputed {fp}); the files were changed or corrupted")
     state = nnx.merge_state(ema["params"], ema["batch_stats"], rest)
     return PoseEmbedder(config, graphdef, state, fingerprint=fp, step=step, batch_size=batch_size)
+
+
+def _raw_threefry_key(key) -> np.ndarray | None:
+    """(2,) uint32 raw data of a threefry key (None -> key 0), or None for another PRNG implementation."""
+    if key is None:
+        return np.zeros(2, np.uint32)
+    import jax
+
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if str(jax.random.key_impl(key)) != "threefry2x32" or key.shape != ():
+            return None
+        key = jax.random.key_data(key)
+    raw = np.asarray(key)
+    return raw.astype(np.uint32) if raw.shape == (2,) and raw.dtype == np.uint32 else None

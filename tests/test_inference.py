@@ -11,7 +11,7 @@ from prpose import checkpoint as ckpt
 from prpose import keypoints as kp
 from prpose.config import from_overrides, model_fingerprint_dict
 from prpose.errors import PrposeError
-from prpose.inference import _forward, load_model
+from prpose.inference import _jax_forward, load_model
 from prpose.training import create_train_state, final_state, make_optimizer, train_and_evaluate
 
 FAST = {"xla_backend_optimization_level": 0}
@@ -108,10 +108,10 @@ def test_batching_padding_and_compiles(run):
     other_key = model.embed(k17[:5], profile="h36m17", key=jax.random.key(7))
     assert not np.allclose(other_key.samples, head.samples)
     np.testing.assert_allclose(other_key.mean, head.mean)
-    before = _forward._cache_size()
+    before = _jax_forward()._cache_size()
     for n in (1, 3, 17, 33, 63, 64, 65, 100, 127):
         assert model.embed(k17[:n], profile="h36m17").mean.shape[0] == n
-    assert _forward._cache_size() - before <= 1  # buckets 64 and 128 exist already: at most one new shape
+    assert _jax_forward()._cache_size() - before <= 1  # buckets 64 and 128 exist already: at most one new shape
     assert model.embed(k17[:0], profile="h36m17").samples.shape == (0, 8, 8)
 
 
