@@ -5,7 +5,8 @@ OpenCV-style: x right, y down, z forward (optical axis). A world point X has cam
 ``R @ (X - C)`` with R the world->camera rotation and C the camera centre. Pixels: u right, v down.
 
 The ``Camera`` class and rigs are NumPy float64 (data preparation). ``view_rotation`` and
-``project_normalized_pose`` are ``jax.numpy`` (camera augmentation inside the jitted training step).
+``project_normalized_pose`` are ``jax.numpy`` (camera augmentation inside the jitted training step); JAX is
+imported by those two only, so projecting with a ``Camera`` (e.g. ``prpose query --plot``) does not load it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import importlib.resources
 import json
 import math
 
-import jax.numpy as jnp
 import numpy as np
 
 from prpose.errors import PrposeError
@@ -367,6 +367,8 @@ def view_rotation(azimuth, elevation, roll):
     Returns:
       (..., 3, 3) rotation matrices (rows: camera x, y, z axes in world coordinates), det +1.
     """
+    import jax.numpy as jnp
+
     a, e, r = jnp.broadcast_arrays(*(jnp.asarray(v, dtype=jnp.result_type(float)) for v in
                                      (azimuth, elevation, roll)))
     ca, sa, ce, se = jnp.cos(a), jnp.sin(a), jnp.cos(e), jnp.sin(e)
@@ -398,6 +400,8 @@ def project_normalized_pose(pose, rotation, depth=2.0, min_depth=1e-3):
     Returns:
       (..., J, 2) normalised image coordinates (x right, y down), i.e. pixels / focal.
     """
+    import jax.numpy as jnp
+
     pose = jnp.asarray(pose)
     rotation = jnp.asarray(rotation)
     if pose.ndim < 2 or pose.shape[-1] != 3:

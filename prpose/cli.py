@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module exposing ``configure_parser(parser)`` and ``main(args) -> int``;
 this file only wires them together and turns PrposeError into a one-line message with exit code 2.
+Only the module of the command being run is imported (``prpose query`` must not pay for JAX or the data
+converters); ``prpose --help`` lists every command from the table below.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("show",), "prpose.commands.show", "draw a prepared frame in every camera into a PNG"),
     (("train",), "train", "train a Pr-VIPE model on a prepared dataset"),
     (("embed",), "prpose.commands.embed", "embed 2D keypoints with a trained model"),
+    (("export",), "prpose.commands.export", "write a training run's weights as a small weights-only model"),
     (("index", "build"), "prpose.commands.index_build", "build a pose index from a prepared dataset"),
+    (("library", "build"), "prpose.commands.library_build",
+     "build a compact pose library (distinct 3D poses + their embeddings) for `prpose query`"),
     (("query",), "prpose.commands.query", "find indexed poses that match 2D query poses in 3D"),
     (("eval",), "eval.cli", "cross-view retrieval evaluation (Hit@k) with baselines"),
     (("demo",), "prpose.commands.demo", "end to end on synthetic data: prepare, train, index, query, plot"),
@@ -37,7 +42,24 @@ def _not_built(module_name: str, error: ModuleNotFoundError):
     return configure_parser, main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _selected(argv: list[str] | None) -> tuple[str, ...] | None:
+    """The command path named by ``argv`` (its leading non-option words), or None (build every command)."""
+    if argv is None:
+        return None
+    words = []
+    for token in argv:
+        if token.startswith("-"):
+            break
+        words.append(token)
+    for path, _, _ in COMMANDS:
+        if tuple(words[: len(path)]) == path:
+            return path
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``argv`` one whose only fully configured command is the one ``argv`` names
+    (the others are listed with their help text, their modules not imported)."""
     from prpose import __version__
 
     parser = argparse.ArgumentParser(
@@ -47,14 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prpose {__version__}")
     root = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
+    selected = _selected(argv)
     for path, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-            configure, run = module.configure_parser, module.main
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise  # a dependency is missing: a real bug, not an unbuilt command
-            configure, run = _not_built(module_name, error)
+        if selected is not None and path != selected:
+            configure, run = (lambda sub: None), None
+        else:
+            try:
+                module = importlib.import_module(module_name)
+                configure, run = module.configure_parser, module.main
+            except ModuleNotFoundError as error:
+                if error.name != module_name:
+                    raise  # a dependency is missing: a real bug, not an unbuilt command
+                configure, run = _not_built(module_name, error)
         if len(path) == 1:
             sub = root.add_parser(path[0], help=help_text, description=help_text)
         else:
@@ -68,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from prpose.errors import PrposeError
 
