@@ -88,8 +88,23 @@ def draw_skeleton(ax, keypoints, profile, *, visible=None, image_coords: bool = 
     return artists
 
 
-def _draw_skeleton_3d(ax, pose, profile):
+def draw_skeleton_3d(ax, pose, profile, *, camera_center=None, labels: bool = True, floor: bool = True,
+                     bare: bool = False):
+    """Draw a 3D skeleton (world metres, Z up) on matplotlib 3D axes, left limbs blue and right limbs red.
+
+    Args:
+      ax: Axes3D (``fig.add_subplot(..., projection="3d")``).
+      pose: (J, 3) joints in ``profile`` order.
+      profile: keypoint profile name or object.
+      camera_center: optional (3,) world position to look from (e.g. the camera that saw the pose), so the 3D
+        view faces the pose as that camera did; matplotlib's default view otherwise.
+      labels: axis labels in metres (off for small panels).
+      floor: start the z axis at the floor (z = 0) when the pose stands near it, so heights read correctly.
+      bare: no axes, panes or ticks (several times faster to draw); the pose's shadow on the floor plane
+        (z = its lowest joint) gives the depth cue instead.
+    """
     profile = get_profile(profile)
+    pose = np.asarray(pose, np.float64)
     for (a, b), color in zip(profile.edge_indices, limb_colors(profile)):
         ax.plot(pose[[a, b], 0], pose[[a, b], 1], pose[[a, b], 2], color=color, linewidth=2.0)
     ax.scatter(pose[:, 0], pose[:, 1], pose[:, 2], s=6, c="k", depthshade=False)
@@ -97,11 +112,22 @@ def _draw_skeleton_3d(ax, pose, profile):
     half = 0.55 * max(float(np.ptp(pose, axis=0).max()), 0.5)
     ax.set_xlim(center[0] - half, center[0] + half)
     ax.set_ylim(center[1] - half, center[1] + half)
-    ax.set_zlim(max(center[2] - half, min(0.0, pose[:, 2].min())), center[2] + half)
-    ax.set_box_aspect((1, 1, 1))
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.set_zlabel("z (m)")
+    low = center[2] - half
+    ax.set_zlim(max(low, min(0.0, pose[:, 2].min())) if floor else low, center[2] + half)
+    ax.set_box_aspect((1, 1, 1), zoom=1.4 if bare else 1.0)
+    if bare:
+        ax.set_axis_off()
+        ground = np.full(len(pose), pose[:, 2].min())
+        for a, b in profile.edge_indices:
+            ax.plot(pose[[a, b], 0], pose[[a, b], 1], ground[[a, b]], color="0.8", linewidth=1.5, zorder=0)
+    if camera_center is not None:
+        d = np.asarray(camera_center, np.float64) - center
+        ax.view_init(elev=float(np.degrees(np.arctan2(d[2], np.hypot(d[0], d[1])))),
+                     azim=float(np.degrees(np.arctan2(d[1], d[0]))))
+    if labels and not bare:
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+        ax.set_zlabel("z (m)")
 
 
 def plot_dataset_frame(dataset, index: int, path: str | os.PathLike, *, crop: bool = False, dpi: int = 80) -> pathlib.Path:
@@ -149,7 +175,7 @@ def plot_dataset_frame(dataset, index: int, path: str | os.PathLike, *, crop: bo
         ax.set_title(f"{dataset.camera_names[i]}  ({int(vis.sum())}/{vis.size} visible)", fontsize=9)
         ax.tick_params(labelsize=7)
     ax3 = fig.add_subplot(1, c + 1, c + 1, projection="3d")
-    _draw_skeleton_3d(ax3, np.asarray(dataset.poses3d[index], dtype=np.float64), profile)
+    draw_skeleton_3d(ax3, np.asarray(dataset.poses3d[index], dtype=np.float64), profile)
     ax3.set_title("3D (world, Z up)", fontsize=9)
     labels = {name: dataset.labels(name, index) for name in ("sequence", "subject", "split")}
     fig.suptitle(

@@ -20,7 +20,8 @@ MAX_SKIP_LINES = 20  # rows named on stderr; the output holds every one
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     from prpose.keypoints import PROFILES
 
-    parser.add_argument("--model", required=True, help="training run directory (written by `prpose train`)")
+    parser.add_argument("--model", default=None, help="packaged model name, exported model or training run "
+                        "directory (default: the packaged model prpose-cmu-v1)")
     parser.add_argument("--input", required=True, help=INPUT_HELP)
     parser.add_argument("--output", required=True, help="output .npz: mean (M, D), stddev (M, D), samples (M, K, D) "
                         "of the M usable poses, ids and rows (their input rows), a, b, smoothing (match "

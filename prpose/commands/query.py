@@ -1,4 +1,8 @@
-"""`prpose query`: which indexed poses match these 2D poses in 3D? Ranked by the model's match probability."""
+"""`prpose query`: which stored poses match these 2D poses in 3D? Ranked by the model's match probability.
+
+Without ``--index`` the query runs against the pose library packaged with the model (by default the packaged
+model ``prpose-cmu-v1`` and its CMU motion library), one hit per distinct 3D pose.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     from prpose.commands.embed import INPUT_HELP, PROFILE_HELP
     from prpose.keypoints import PROFILES
 
-    parser.add_argument("--index", required=True, help="index directory (written by `prpose index build`)")
+    parser.add_argument("--index", default=None, help="index directory (written by `prpose index build`; "
+                        "default: the pose library packaged with the model)")
     parser.add_argument("--input", required=True, help=INPUT_HELP)
     parser.add_argument("--k", type=int, default=10, help="matches per query (default: %(default)s)")
     parser.add_argument("--profile", default=None, help=PROFILE_HELP.format(", ".join(sorted(PROFILES))))
-    parser.add_argument("--model", default=None, help="training run directory (default: the one that built the index)")
+    parser.add_argument("--model", default=None, help="model: packaged name, exported model or training run "
+                        "(default: the one that built --index, else the packaged default model)")
     parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table: {\"queries\": [{query, "
                         "row, id, matches}], \"skipped\": [{row, id, reason}]}")
-    parser.add_argument("--plot", default=None, metavar="PNG", help="draw each query beside its top matches")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="draw each query beside its top matches, in 2D and (with their 3D poses) in 3D")
 
 
 def _model_dir(index_dir: pathlib.Path, override: str | None) -> str:
@@ -79,52 +86,96 @@ def _table(ids, result, k, errors) -> str:
     return "\n".join(lines)
 
 
-def _plot(path, poses, result, k, errors) -> None:
-    import matplotlib
+def _plot(path, poses, result, k, errors, cameras=None, score_threshold: float = 0.3) -> None:
+    """Each query (2D) beside its top matches (2D as their camera saw them) and, when the hits carry 3D poses,
+    a second row with the matches in 3D (facing the pose as their camera did: ``cameras`` (Q, k, 3) centres)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prpose.plotting import draw_skeleton
+    from prpose.plotting import draw_skeleton, draw_skeleton_3d
 
     shown = min(k, 5)
     n = len(poses.keypoints)
-    fig, axes = plt.subplots(n, shown + 1, figsize=(2.4 * (shown + 1), 2.6 * n), squeeze=False)
+    with_3d = "pose3d" in result.metadata
+    rows = 2 if with_3d else 1
+    cols = shown + 1
+    fig = Figure(figsize=(2.5 * cols, 2.7 * rows * n))
+    FigureCanvasAgg(fig)
     for q in range(n):
-        ax = axes[q, 0]
-        draw_skeleton(ax, poses.keypoints[q], poses.profile, visible=poses.scores[q] > 0)
+        top = q * rows * cols
+        ax = fig.add_subplot(rows * n, cols, top + 1)
+        # Keypoints the file marks missing have no position: left out; low-confidence ones drawn hollow/dashed.
+        points = np.where(poses.scores[q][:, None] > 0, poses.keypoints[q], np.nan)
+        draw_skeleton(ax, points, poses.profile, visible=poses.scores[q] >= score_threshold)
         ax.set_title(f"query {q}", fontsize=9, color="darkgreen")
+        ax.set_xticks([]), ax.set_yticks([])
+        if with_3d:
+            ax3 = fig.add_subplot(rows * n, cols, top + cols + 1, projection="3d")
+            if poses.pose3d is not None:
+                draw_skeleton_3d(ax3, poses.pose3d[q], "h36m17", bare=True)
+                ax3.set_title("query 3D (truth)", fontsize=8, color="darkgreen")
+            else:
+                ax3.set_axis_off()
+                ax3.text2D(0.5, 0.5, "2D input:\n3D unknown", ha="center", va="center", fontsize=8,
+                           transform=ax3.transAxes)
         for j, hit in enumerate(result.rows(q)[:shown]):
-            ax = axes[q, j + 1]
+            ax = fig.add_subplot(rows * n, cols, top + j + 2)
             if "keypoints2d" in hit:
                 draw_skeleton(ax, np.asarray(hit["keypoints2d"]), "h36m17", visible=np.asarray(hit.get("visible")))
             truth = "" if errors is None else f"  3D err {errors[q, j]:.2f}"
             ax.set_title(f"#{j + 1} P={hit['probability']:.2f}{truth}\n{str(hit.get('sequence', ''))[-22:]} "
                          f"f{hit.get('frame', '')} {hit.get('camera', '')}", fontsize=7,
                          color="black" if errors is None or errors[q, j] < MATCH_KAPPA else "firebrick")
-    for ax in axes.ravel():
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("query (left) and its best matches in 3D (blue = left limbs, red = right"
-                 + ("; red title = not a 3D match" if errors is not None else "") + ")", fontsize=10)
-    fig.tight_layout()
+            ax.set_xticks([]), ax.set_yticks([])
+            if with_3d:
+                ax3 = fig.add_subplot(rows * n, cols, top + cols + j + 2, projection="3d")
+                draw_skeleton_3d(ax3, np.asarray(hit["pose3d"]), "h36m17", bare=True,
+                                 camera_center=None if cameras is None else cameras[q, j])
+                ax3.set_title(f"#{j + 1} in 3D", fontsize=7)
+    fig.suptitle("query (left) and its best matches (blue = left limbs, red = right"
+                 + ("; red title = not a 3D match" if errors is not None else "")
+                 + ("; lower row: the matches in 3D, seen from their camera" if with_3d else "") + ")", fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.65 / fig.get_figheight(),
+                        wspace=0.08, hspace=0.4)
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+
+
+def _packaged_library(model_arg):
+    """(model, PoseLibrary) of a model that carries a library (default: the packaged default model)."""
+    from prpose.errors import PrposeError
+    from prpose.export import resolve
+    from prpose.inference import load_model
+    from prpose.library import MANIFEST, PoseLibrary, library_dir
+
+    directory = resolve(model_arg)
+    where = library_dir(directory)
+    if not (where / MANIFEST).is_file():
+        raise PrposeError(f"{directory} carries no pose library ({where}); pass --index (see `prpose index build`) "
+                          "or build one with `prpose library build`")
+    model = load_model(directory)
+    return model, PoseLibrary(where, expected_fingerprint=model.fingerprint)
 
 
 def main(args) -> int:
     from prpose.commands.embed import embed_poses
     from prpose.errors import PrposeError
-    from prpose.index import PoseIndex
     from prpose.inference import load_model
     from prpose.keypoint_io import read_keypoints
 
     if args.k < 1:
         raise PrposeError(f"--k {args.k}: expected a positive integer")
-    index_dir = pathlib.Path(args.index)
     poses = read_keypoints(args.input, args.profile)
-    model = load_model(_model_dir(index_dir, args.model))
-    index = PoseIndex.load(index_dir, expected_fingerprint=model.fingerprint)
+    library = None
+    if args.index:
+        from prpose.index import PoseIndex
+
+        index_dir = pathlib.Path(args.index)
+        model = load_model(_model_dir(index_dir, args.model))
+        index = PoseIndex.load(index_dir, expected_fingerprint=model.fingerprint)
+    else:
+        model, library = _packaged_library(args.model)
+        index = library
     usable = embed_poses(model, poses, args.score_threshold, "query")
     emb, rows = usable.embeddings, usable.rows
     all_ids = poses.ids
@@ -146,6 +197,12 @@ def main(args) -> int:
     else:
         print(_table(poses.ids, result, args.k, errors))
     if args.plot:
-        _plot(args.plot, poses, result, args.k, errors)
+        cameras = None
+        if library is not None:  # the library stores 3D poses and cameras: project the hits for the picture
+            points, visible, cameras = library.views(result.ids.clip(min=0))
+            result.metadata["keypoints2d"] = points.reshape(*result.ids.shape, *points.shape[1:])
+            result.metadata["visible"] = visible.reshape(*result.ids.shape, *visible.shape[1:])
+            cameras = cameras.reshape(*result.ids.shape, 3)
+        _plot(args.plot, poses, result, args.k, errors, cameras, args.score_threshold)
         print(f"wrote {args.plot}")
     return 0
