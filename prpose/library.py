@@ -252,14 +252,16 @@ class PoseLibrary:
             self._index = index
         return self._index
 
-    def search(self, query_means, query_samples, k: int):
+    def search(self, query_means, query_samples, k: int, *, fingerprint: str | None):
         """The k best distinct poses per query (each by its best camera view): a ``prpose.index.SearchResult``
-        (ids are entry ids; metadata has source, subject, sequence, frame, camera, pose, pose3d)."""
+        (ids are entry ids; metadata has source, subject, sequence, frame, camera, pose, pose3d).
+        ``fingerprint``: of the model that embedded the queries (checked as in ``PoseIndex.search``)."""
         from prpose.index import SearchResult
 
         index = self.index
         views = len(self.manifest["camera_names"])
-        wide = index.search(query_means, query_samples, k * views, candidates=max(8 * k * views, 64))
+        wide = index.search(query_means, query_samples, k * views, candidates=max(8 * k * views, 64),
+                            fingerprint=fingerprint)
         nq = wide.ids.shape[0]
         picks = np.full((nq, k), -1, np.int64)
         for q in range(nq):

@@ -161,8 +161,8 @@ def test_library_round_trip_and_search(run, tmp_path):
     queries = np.arange(0, m["num_entries"], max(1, m["num_entries"] // 12))
     points, visible, _ = lib.views(queries)
     emb = model.embed(points, profile="h36m17", scores=visible.astype(np.float32), score_threshold=0.5)
-    hits = lib.search(emb.mean, emb.samples, k=5)
-    exact = lib.index.search_exact(emb.mean, emb.samples, k=m["num_entries"])
+    hits = lib.search(emb.mean, emb.samples, k=5, fingerprint=model.fingerprint)
+    exact = lib.index.search_exact(emb.mean, emb.samples, k=m["num_entries"], fingerprint=model.fingerprint)
     for q in range(len(queries)):
         poses = hits.metadata["pose"][q][hits.ids[q] >= 0]
         assert len(set(poses.tolist())) == len(poses) == 5
