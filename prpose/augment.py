@@ -45,6 +45,7 @@ needs a fixed B), nothing is silently dropped, and the training step can count `
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -117,6 +118,7 @@ class AugmentConfig:
     elevation_range: tuple[float, float] = (-30.0, 30.0)
     roll_range: tuple[float, float] = (-30.0, 30.0)
     depth: float = 2.0  # camera distance to the pelvis, in normalised 3D units (torso length 1)
+    depth_max: float = 0.0  # > depth: the distance is drawn uniformly in [depth, depth_max] per view
     min_joint_depth: float = 0.1  # near-plane guard: the camera backs away until every joint is this far
     projection_probability: float = 0.5  # per view: projection of the 3D pose instead of the real 2D
     dropout_p_apply: float = 0.0  # random dropout: probability that an example is chosen
@@ -125,6 +127,9 @@ class AugmentConfig:
     structured_patterns: tuple[str, ...] = STRUCTURED_PATTERN_NAMES
     box_size_range: tuple[float, float] = (0.2, 0.5)  # box side / pose bounding-box extent, per axis
     emit_visibility: bool = False  # whether the training step feeds the visibility mask to the model
+    detector_noise_probability: float = 0.0  # per view: simulated detector errors (prpose.detector_noise)
+    detector_noise_scale: float = 1.0  # multiplies the fitted error spreads (1 = as measured)
+    detector_noise_model: str = ""  # a noise-model JSON; "" = the packaged Stacked Hourglass fit
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -134,7 +139,8 @@ class AugmentConfig:
         set_("box_size_range", _check_range("box_size_range", self.box_size_range, 0.0, None))
         if self.box_size_range[1] <= 0.0:
             raise PrposeError(f"AugmentConfig.box_size_range: expected a positive size, got {self.box_size_range}")
-        for name in ("projection_probability", "dropout_p_apply", "dropout_p_drop", "structured_probability"):
+        for name in ("projection_probability", "dropout_p_apply", "dropout_p_drop", "structured_probability",
+                     "detector_noise_probability"):
             set_(name, _check_probability(name, getattr(self, name)))
         if not (isinstance(self.depth, (int, float)) and math.isfinite(self.depth) and self.depth > 0):
             raise PrposeError(f"AugmentConfig.depth: expected a positive camera distance, got {self.depth!r}")
@@ -143,6 +149,12 @@ class AugmentConfig:
                 f"AugmentConfig.min_joint_depth: expected a value in (0, depth={self.depth}], "
                 f"got {self.min_joint_depth!r}"
             )
+        if not (isinstance(self.depth_max, (int, float)) and (self.depth_max == 0 or self.depth_max >= self.depth)):
+            raise PrposeError(f"AugmentConfig.depth_max: expected 0 (fixed depth) or a distance >= depth="
+                              f"{self.depth}, got {self.depth_max!r}")
+        if not (isinstance(self.detector_noise_scale, (int, float)) and 0 <= self.detector_noise_scale < 100):
+            raise PrposeError(f"AugmentConfig.detector_noise_scale: expected a number in [0, 100), "
+                              f"got {self.detector_noise_scale!r}")
         patterns = self.structured_patterns
         if isinstance(patterns, str):
             patterns = (patterns,)
@@ -156,6 +168,8 @@ class AugmentConfig:
         set_("structured_patterns", patterns)
         set_("depth", float(self.depth))
         set_("min_joint_depth", float(self.min_joint_depth))
+        set_("depth_max", float(self.depth_max))
+        set_("detector_noise_scale", float(self.detector_noise_scale))
         set_("emit_visibility", bool(self.emit_visibility))
 
     def to_dict(self) -> dict:
@@ -208,6 +222,13 @@ def _angles_from_uniform(u, config: AugmentConfig):
     return tuple(np.deg2rad(lo) + u[:, i] * np.deg2rad(hi - lo) for i, (lo, hi) in enumerate(ranges))
 
 
+def depth_from_uniform(u, config: AugmentConfig):
+    """Camera distances (B,) from uniforms u (B,) in [0, 1): ``depth``, or uniform in [depth, depth_max]."""
+    if config.depth_max > config.depth:
+        return config.depth + u * (config.depth_max - config.depth)
+    return jnp.full(jnp.shape(u), config.depth, jnp.float32)
+
+
 def sample_view_angles(key, batch: int, config: AugmentConfig):
     """Random camera angles, each uniform in its configured range.
 
@@ -228,7 +249,7 @@ def random_view_rotations(key, batch: int, config: AugmentConfig):
     return view_rotation(*sample_view_angles(key, batch, config))
 
 
-def project_views(poses3d, rotations, config: AugmentConfig, profile: str = "input13"):
+def project_views(poses3d, rotations, config: AugmentConfig, profile: str = "input13", depth=None):
     """Project normalised 3D poses through given virtual cameras and normalise in 2D.
 
     Args:
@@ -236,6 +257,7 @@ def project_views(poses3d, rotations, config: AugmentConfig, profile: str = "inp
       rotations: (B, 3, 3) world->camera rotations (proper: det +1).
       config: uses ``depth`` and ``min_joint_depth``.
       profile: the output keypoint profile (h36m17 must hold its joints).
+      depth: optional (B,) camera distances (default: ``config.depth`` for all).
     Returns:
       keypoints: (B, J, 2) in ``profile``, normalised with ``normalize_2d``.
       valid: (B,) bool, False where the 2D normalisation failed (rows are zeros there).
@@ -249,11 +271,12 @@ def project_views(poses3d, rotations, config: AugmentConfig, profile: str = "inp
     # Row 2 of a world->camera rotation is the optical axis in world coordinates: a joint's depth in front
     # of the camera is its projection on that axis plus the camera distance.
     axis = rotations[:, 2, :]  # (B, 3)
-    nearest = jnp.min(jnp.einsum("bjd,bd->bj", poses, axis), axis=-1) + config.depth  # (B,)
+    depth = jnp.full(poses.shape[:1], config.depth, jnp.float32) if depth is None else jnp.asarray(depth, jnp.float32)
+    nearest = jnp.min(jnp.einsum("bjd,bd->bj", poses, axis), axis=-1) + depth  # (B,)
     backoff = jnp.maximum(config.min_joint_depth - nearest, 0.0)
     # Moving the pose along the optical axis is the same as moving the camera back: a genuine view.
     poses = poses + backoff[:, None, None] * axis[:, None, :]
-    image = project_normalized_pose(poses, rotations, config.depth)
+    image = project_normalized_pose(poses, rotations, depth[:, None])
     return normalize_2d(image, profile=profile)
 
 
@@ -270,8 +293,10 @@ def project_random_views(poses3d_h36m17, key, config: AugmentConfig, profile: st
       3D pose) is zeros; use :func:`camera_augment` to fall back to the real keypoints there.
     """
     _check_shape("poses3d_h36m17", poses3d_h36m17, (17, 3))
-    rotations = random_view_rotations(key, np.shape(poses3d_h36m17)[0], config)
-    keypoints, _ = project_views(poses3d_h36m17, rotations, config, profile)
+    config = _check_config(config)
+    u = jax.random.uniform(key, (np.shape(poses3d_h36m17)[0], 4), jnp.float32)  # 3 angles, then the depth
+    rotations = view_rotation(*_angles_from_uniform(u[:, :3], config))
+    keypoints, _ = project_views(poses3d_h36m17, rotations, config, profile, depth_from_uniform(u[:, 3], config))
     return keypoints
 
 
@@ -294,11 +319,52 @@ def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = 
     _check_shape("poses3d", poses3d, (17, 3), batch=np.shape(real_2d)[0])
     batch = np.shape(real_2d)[0]
     real_2d = jnp.asarray(real_2d, jnp.float32)
-    u = jax.random.uniform(key, (batch, 4), jnp.float32)  # 3 angles, then the real/projected choice
+    u = jax.random.uniform(key, (batch, 5), jnp.float32)  # 3 angles, the real/projected choice, the depth
     rotations = view_rotation(*_angles_from_uniform(u[:, :3], config))
-    projected, valid = project_views(poses3d, rotations, config, profile)
+    projected, valid = project_views(poses3d, rotations, config, profile, depth_from_uniform(u[:, 4], config))
     use = (u[:, 3] < config.projection_probability) & valid
     return jnp.where(use[:, None, None], projected, real_2d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detector errors.
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_arrays(path: str, scale: float, profile: str):
+    from prpose import detector_noise as dn
+
+    return dn.noise_arrays(dn.load_noise_model(path or None).scaled(scale), profile)
+
+
+def detector_noise(keypoints, key, config: AugmentConfig, profile: str = "input13"):
+    """Per example, with ``detector_noise_probability``: the keypoints as a detector would report them.
+
+    The error model is :mod:`prpose.detector_noise` (fitted to Stacked Hourglass on Human3.6M's training
+    subjects; ``detector_noise_model`` names another JSON), its spreads multiplied by ``detector_noise_scale``;
+    the same model corrupts the robustness benchmark's queries (``corrupt_np``). Errors scale with each view's
+    own torso, so the input may be normalised or in pixels; the output is normalised again.
+
+    Args:
+      keypoints: (B, J, 2) keypoints of ``profile``, all visible (e.g. from :func:`camera_augment`).
+      key: a jax PRNG key.
+    Returns:
+      (B, J, 2) normalised keypoints (``normalize_2d``); examples not chosen, or whose corrupted torso cannot be
+      normalised, are the input normalised.
+    """
+    from prpose import detector_noise as dn
+
+    config = _check_config(config)
+    num_joints = kp.get_profile(profile).num_joints
+    _check_shape("keypoints", keypoints, (num_joints, 2))
+    keypoints = jnp.asarray(keypoints, jnp.float32)
+    arrays = _noise_arrays(config.detector_noise_model, config.detector_noise_scale, profile)
+    k_pick, k_noise = jax.random.split(key)
+    noisy = dn.corrupt_jax(keypoints, k_noise, arrays)
+    pick = jax.random.uniform(k_pick, keypoints.shape[:1]) < config.detector_noise_probability
+    normalized, valid = normalize_2d(jnp.where(pick[:, None, None], noisy, keypoints), profile=profile)
+    clean, _ = normalize_2d(keypoints, profile=profile)
+    return jnp.where(valid[:, None, None], normalized, clean)
 
 
 # ----------------------------------------------------------------------------------------------------

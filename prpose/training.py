@@ -124,7 +124,7 @@ def ema_decay_at(decay: float, step):
 def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, tx, config: TrainConfig,
                data_sharding=None):
     """One optimisation step (pure; jit it with the keyword arguments bound). Returns (state, ema, metrics)."""
-    from prpose.augment import occlude_keypoints
+    from prpose.augment import detector_noise, occlude_keypoints
     from prpose.losses import pr_vipe_loss
     from prpose.mining import pose_distance_matrix
 
@@ -148,6 +148,8 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
         flat2d, flat3d = x2d.reshape(-1, num_joints, 2), batch.poses3d.reshape(-1, 17, 3)
         if aug.projection_probability > 0:
             flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead, profile)
+        if aug.detector_noise_probability > 0:
+            flat2d = detector_noise(flat2d, jax.random.fold_in(k_aug, 1), aug, profile)
         visible, visible3d = None, None
         if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
             occ = occlude_keypoints(flat2d, k_occ, aug, profile)
@@ -201,14 +203,15 @@ def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
 
     flat2d (M, J, 2) in the input ``profile``, flat3d (M, 17, 3) with M = prod(lead); lead = (B,) or (B, T).
     """
-    from prpose.augment import camera_augment, project_views, random_view_rotations
+    from prpose.augment import camera_augment, depth_from_uniform, project_views, random_view_rotations
 
     if len(lead) == 1:
         return camera_augment(flat2d, flat3d, key, aug, profile)
     batch, frames = lead
-    k_choice, k_view = jax.random.split(key)
+    k_choice, k_view, k_depth = jax.random.split(key, 3)
     rotations = jnp.repeat(random_view_rotations(k_view, batch, aug), frames, axis=0)
-    projected, valid = project_views(flat3d, rotations, aug, profile)
+    depth = jnp.repeat(depth_from_uniform(jax.random.uniform(k_depth, (batch,)), aug), frames)
+    projected, valid = project_views(flat3d, rotations, aug, profile, depth)
     use = jax.random.bernoulli(k_choice, aug.projection_probability, (batch,))
     use = jnp.repeat(use & valid.reshape(batch, frames).all(axis=1), frames)
     return jnp.where(use[:, None, None], projected, flat2d)
