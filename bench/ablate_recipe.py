@@ -41,6 +41,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "dropout": DROPOUT,
     "depth_wide_noise": DEPTH + WIDE + NOISE,
     "all": DEPTH + WIDE + NOISE + DROPOUT,
+    "all_narrow": DEPTH + NOISE + DROPOUT,
     "all_40k": DEPTH + WIDE + NOISE + DROPOUT + ("train.steps=40000",),
     "all_w512": DEPTH + WIDE + NOISE + DROPOUT + ("model.width=512",),
 }
@@ -58,7 +59,14 @@ def run_variant(name: str, overrides: tuple[str, ...], args) -> dict:
               "bench_command": shlex.join(bench)}
     with open(out / "train.log", "w") as log:
         start = time.perf_counter()
-        rc = subprocess.call(train, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(train, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            rc = proc.wait(timeout=max(args.deadline - (time.time() - args.started), 1) if args.deadline else None)
+        except subprocess.TimeoutExpired:  # out of time: stop, and bench the last complete checkpoint
+            proc.terminate()
+            proc.wait()
+            rc = 0 if any((out / "run" / "checkpoints").glob("*/meta")) else -1
+            record["stopped_at_deadline"] = True
         record["train_seconds"] = round(time.perf_counter() - start, 1)
         record["train_rc"] = rc
         if rc == 0:
@@ -80,12 +88,13 @@ def summary_table(records: list[dict]) -> str:
             if row["setting"] not in settings:
                 settings.append(row["setting"])
     head = f"{'variant':<18}{'train s':>8}" + "".join(f"{s[:13]:>14}" for s in settings)
-    lines = ["Pr-VIPE Hit@1 % (ratio to clean)", head]
+    lines = ["Pr-VIPE Hit@1 % (ratio to clean); * = stopped at the deadline", head]
     for r in records:
         rows = {row["setting"]: row for row in r.get("rows", []) if row["method"] == "Pr-VIPE"}
         cells = "".join(f"{100 * rows[s]['hit@1']:7.1f} ({rows[s]['ratio_to_clean']:.2f})" if s in rows
                         else f"{'-':>14}" for s in settings)
-        lines.append(f"{r['variant']:<18}{r.get('train_seconds', 0):8.0f}" + cells)
+        flag = "*" if r.get("stopped_at_deadline") else ""
+        lines.append(f"{r['variant'] + flag:<18}{r.get('train_seconds', 0):8.0f}" + cells)
     base = next((r for r in records if r.get("rows")), None)
     if base:
         rows = {row["setting"]: row for row in base["rows"] if row["method"] != "Pr-VIPE"}
@@ -105,7 +114,11 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], help="overrides for every variant (e.g. train.steps=200)")
     parser.add_argument("--bench-args", default="", help="extra bench_robustness.py arguments")
+    parser.add_argument("--deadline", type=float, default=0,
+                        help="seconds after start when unfinished trainings are stopped and their last checkpoint "
+                             "is benchmarked (recorded as stopped_at_deadline; 0 = no deadline)")
     args = parser.parse_args(argv)
+    args.started = time.time()
     names = args.only or list(VARIANTS)
     print(f"ablate_recipe: {len(names)} variants, {args.parallel} at a time; base overrides {' '.join(BASE)}",
           flush=True)

@@ -2,11 +2,11 @@
 
     PRPOSE_H36M=/work/h36m python bench/fit_detector_noise.py [--root DIR] [--every 5] [--out JSON]
 
-Reads the raw 3d-pose-baseline tree of the TRAINING subjects only (S1, S5, S6, S7, S8; never S9/S11): each
-``S*/StackedHourglass/<Action>[_N].<camera>.h5`` (``poses`` (T, 16, 2) px) beside the 3D file
-``S*/MyPoses/3D_positions/<Action>[ N].h5`` (``3D_positions`` (96, T) mm), projects the 3D joints through that
-subject's camera from ``cameras.h5`` (stored R transposed, camera coordinates R (X - T), distortion as
-3d-pose-baseline's ``project_point_radial``), fits the model on every ``--every``-th frame, prints the fitted
+Reads the raw 3d-pose-baseline tree of the TRAINING subjects only (S1, S5, S6, S7, S8; never S9/S11) with the
+library's reader (data_prep.h36m): each ``S*/StackedHourglass/<Action>[_N].<camera>.h5`` (``poses`` (T, 16, 2)
+px) beside the 3D file ``S*/MyPoses/3D_positions/<Action>[ N].h5`` (``3D_positions`` (96, T) mm), projects the
+3D joints through that subject's camera from ``cameras.h5`` (stored R transposed, camera coordinates R (X - T),
+distortion as 3d-pose-baseline's ``project_point_radial``), fits the model on every ``--every``-th frame, prints the fitted
 numbers, then checks the fit: simulated detections of the same projected truth must reproduce the measured
 per-joint median / p90 error and the swap rates (both printed side by side). ``--out`` writes the model JSON
 (summary statistics with provenance; the default is the packaged file prpose/data/detector_noise.json).
@@ -23,79 +23,46 @@ import time
 
 import numpy as np
 
+from data_prep.h36m import TRAIN_SUBJECTS, read_baseline, read_cameras_h5, read_detections
 from prpose import detector_noise as dn
 from prpose import keypoints as kp
+from prpose.errors import PrposeError
 
-TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
-# Stacked Hourglass joint order in the 3d-pose-baseline tree (REFERENCE.md) and the matching raw H36M joints.
-SH_JOINTS = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "spine",
-             "thorax", "head", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
-             "left_wrist")
-SH_TO_H36M32 = (3, 2, 1, 6, 7, 8, 0, 12, 13, 15, 27, 26, 25, 17, 18, 19)
-# The joints fitted: the model input's limbs and torso, and the head top (the detector has no nose).
+# The joints fitted, h36m17 names: the model input's limbs and torso, and the head top (the detector has no nose).
 FIT_PROFILE = kp.KeypointProfile("stacked_hourglass_fit", joints=kp.get_profile("input13").joints[1:] + ("head",))
 
 
-def read_cameras(path: pathlib.Path, subjects=TRAIN_SUBJECTS) -> dict:
-    """{(subject, camera name): dict R (3,3) world->camera, T (3,) mm, f, c, k (3,), p (2,)}."""
-    import h5py
-
-    out = {}
-    with h5py.File(path, "r") as f:
-        for subject in subjects:
-            for i in range(1, 5):
-                g = f[f"subject{subject}/camera{i}"]
-                name = "".join(chr(int(c)) for c in np.asarray(g["Name"]).ravel())
-                out[subject, name] = {"R": np.asarray(g["R"]).T, "T": np.asarray(g["T"]).ravel(),
-                                      "f": np.asarray(g["f"]).ravel(), "c": np.asarray(g["c"]).ravel(),
-                                      "k": np.asarray(g["k"]).ravel(), "p": np.asarray(g["p"]).ravel()}
-    return out
-
-
-def project_point_radial(points, cam) -> np.ndarray:
-    """3d-pose-baseline's projection: points (N, 3) world mm -> (N, 2) px with radial + tangential distortion."""
-    x = (cam["R"] @ (points - cam["T"]).T).T
-    xx = x[:, :2] / x[:, 2:]
-    r2 = np.sum(xx ** 2, axis=1)
-    k, p = cam["k"], cam["p"]
-    radial = 1 + k[0] * r2 + k[1] * r2 ** 2 + k[2] * r2 ** 3
-    tangential = p[0] * xx[:, 1] + p[1] * xx[:, 0]
-    xxx = xx * (radial + tangential)[:, None] + np.outer(r2, [p[1], p[0]])
-    return xxx * cam["f"] + cam["c"]
-
-
 def read_pairs(root: pathlib.Path, every: int, subjects=TRAIN_SUBJECTS):
-    """(detected (N, 16, 2), truth (N, 16, 2)) px in Stacked Hourglass order, and a per-file report."""
-    import h5py
+    """(detected (N, J, 2), truth (N, J, 2)) px of FIT_PROFILE's joints, and a report.
 
+    Uses the library's reader (data_prep.h36m: cameras.h5 with the stored R transposed, 3d-pose-baseline's
+    distortion, detections converted to h36m17 by joint name). Views where the detector missed a fitted joint
+    are left out and counted.
+    """
     if not set(subjects) <= set(TRAIN_SUBJECTS):
-        raise SystemExit(f"fit_detector_noise: subjects {subjects}: only training subjects {TRAIN_SUBJECTS} allowed")
-    cams = read_cameras(root / "cameras.h5", subjects)
-    detected, truth, report = [], [], {"files": 0, "skipped": []}
-    for subject in subjects:
-        folder = root / f"S{subject}" / "StackedHourglass"
-        files = sorted(folder.glob("*.h5"))
-        if not files:
-            raise SystemExit(f"fit_detector_noise: no Stacked Hourglass files in {folder}")
-        for path in files:
-            action, camera, _ = path.name.rsplit(".", 2)
-            pose_file = root / f"S{subject}" / "MyPoses" / "3D_positions" / f"{action.replace('_', ' ')}.h5"
-            if not pose_file.is_file() or (subject, camera) not in cams:
-                report["skipped"].append(f"{path} (no {pose_file.name} or camera {camera})")
+        raise PrposeError(f"fit_detector_noise: subjects {subjects}: only the training subjects {TRAIN_SUBJECTS}")
+    poses = read_baseline(root, subjects)
+    rigs = read_cameras_h5(root / "cameras.h5")
+    joints = kp.conversion_indices("h36m17", FIT_PROFILE)
+    detected, truth = [], []
+    report = {"trials": 0, "views": 0, "missing_files": [], "views_without_all_joints": 0}
+    for (subject, trial), positions in sorted(poses.items()):
+        frames = np.arange(0, len(positions), every)
+        det, vis, missing, _ = read_detections(root, subject, trial, len(positions), frames)
+        report["missing_files"] += missing
+        true17 = kp.convert(positions[frames], "h36m32", "h36m17")
+        for c, camera in enumerate(rigs[subject]):
+            ok = vis[:, c][:, joints].all(axis=-1)
+            report["views_without_all_joints"] += int((~ok).sum()) if vis[:, c].any() else 0
+            if not ok.any():
                 continue
-            with h5py.File(pose_file, "r") as f:
-                poses = np.asarray(f["3D_positions"]).T.reshape(-1, 32, 3)
-            with h5py.File(path, "r") as f:
-                det = np.asarray(f["poses"], np.float64)
-            if det.shape[0] != poses.shape[0] or det.shape[1:] != (16, 2):
-                report["skipped"].append(f"{path} (shape {det.shape} vs {poses.shape[0]} 3D frames)")
-                continue
-            poses, det = poses[::every], det[::every]
-            uv = project_point_radial(poses[:, SH_TO_H36M32].reshape(-1, 3), cams[subject, camera])
-            detected.append(det)
-            truth.append(uv.reshape(-1, 16, 2))
-            report["files"] += 1
-    return np.concatenate(detected), np.concatenate(truth), report
+            uv, _ = camera.project(true17[ok], distort=True)
+            detected.append(np.asarray(det[ok, c][:, joints], np.float64))
+            truth.append(np.asarray(uv, np.float64)[:, joints])
+        report["trials"] += 1
+    detected, truth = np.concatenate(detected), np.concatenate(truth)
+    report["views"] = len(detected)
+    return detected, truth, report
 
 
 def main(argv=None) -> int:
@@ -110,15 +77,17 @@ def main(argv=None) -> int:
         parser.error("pass --root or set PRPOSE_H36M to the 3d-pose-baseline tree")
     root = pathlib.Path(args.root)
     start = time.perf_counter()
-    sh_detected, sh_truth, report = read_pairs(root, args.every)
-    order = [SH_JOINTS.index(j) for j in FIT_PROFILE.joints]
-    detected, truth = sh_detected[:, order], sh_truth[:, order]
-    print(f"read {report['files']} detection files of S{', S'.join(map(str, TRAIN_SUBJECTS))} "
-          f"({len(detected)} views, every {args.every}th frame) in {time.perf_counter() - start:.1f} s; "
-          f"skipped {len(report['skipped'])}: {report['skipped']}")
+    try:
+        detected, truth, report = read_pairs(root, args.every)
+    except PrposeError as e:
+        print(f"fit_detector_noise: error: {e}", file=sys.stderr)
+        return 2
+    print(f"read {report['trials']} trials of {', '.join(TRAIN_SUBJECTS)}: {report['views']} views (every "
+          f"{args.every}th frame) in {time.perf_counter() - start:.1f} s; {report['views_without_all_joints']} views "
+          f"without every fitted joint left out; missing detection files: {report['missing_files']}")
     info = {"detector": "Stacked Hourglass (3d-pose-baseline tree)", "data": "Human3.6M",
-            "subjects": [f"S{s}" for s in TRAIN_SUBJECTS], "every": args.every, "views": int(len(detected)),
-            "files": report["files"], "fitted_on": datetime.date.today().isoformat(),
+            "subjects": list(TRAIN_SUBJECTS), "every": args.every, "views": int(len(detected)),
+            "trials": report["trials"], "fitted_on": datetime.date.today().isoformat(),
             "script": "bench/fit_detector_noise.py", "units": "torso scale of the true 2D view (normalize_2d "
             "reference distance); bias as multiples of the true up (shoulder mid - hip mid) and lateral (left hip - "
             "right hip) vectors", "nose": "no nose in this detector: the head top's spread without its bias"}

@@ -207,10 +207,9 @@ def test_real_stacked_hourglass_errors_match_the_packaged_fit():
         "fit_detector_noise", pathlib.Path(__file__).parent.parent / "bench" / "fit_detector_noise.py")
     fit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit)
-    det, truth, report = fit.read_pairs(pathlib.Path(os.environ["PRPOSE_H36M"]), every=50, subjects=(1,))
-    assert report["files"] > 100
-    order = [fit.SH_JOINTS.index(j) for j in fit.FIT_PROFILE.joints]
-    measured = dn.measure(det[:, order], truth[:, order], fit.FIT_PROFILE)
+    det, truth, report = fit.read_pairs(pathlib.Path(os.environ["PRPOSE_H36M"]), every=50, subjects=("S1",))
+    assert report["trials"] > 25 and report["views"] > 1000
+    measured = dn.measure(det, truth, fit.FIT_PROFILE)
     # Projection convention right (R transposed, distortion): limb medians of a few % of the torso, and left
     # stays left (a mirrored projection would swap nearly every pair).
     assert all(0.02 < measured["median"][j] < 0.2 for j in ("left_elbow", "right_knee", "left_wrist"))
