@@ -33,6 +33,9 @@ WIDE = ("augment.elevation_range=-60,60",)
 NOISE = ("augment.detector_noise_probability=0.5",)
 DROPOUT = ("augment.dropout_p_apply=0.3", "augment.dropout_p_drop=0.2", "augment.structured_probability=0.2",
            "augment.emit_visibility=true", "model.mask_mode=both", "loss.labels_visible_only=true")
+SOFT = ("augment.detector_noise_probability=0.3", "augment.dropout_p_apply=0.2", "augment.dropout_p_drop=0.2",
+        "augment.structured_probability=0.1", "augment.emit_visibility=true", "model.mask_mode=both",
+        "loss.labels_visible_only=true")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
     "depth": DEPTH,
@@ -44,6 +47,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "all_narrow": DEPTH + NOISE + DROPOUT,
     "all_40k": DEPTH + WIDE + NOISE + DROPOUT + ("train.steps=40000",),
     "all_w512": DEPTH + WIDE + NOISE + DROPOUT + ("model.width=512",),
+    "all_w768": DEPTH + WIDE + NOISE + DROPOUT + ("model.width=768",),
+    "soft_w512": DEPTH + WIDE + SOFT + ("model.width=512",),
 }
 
 

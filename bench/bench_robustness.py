@@ -16,7 +16,8 @@ and 45 degree cameras):
 * unseen rigs: the same frames (pelvis centred) seen by 4 cameras on a ring at 0, 30, 45 or 60 degrees elevation,
   5 m away, 90 degrees apart (eval.protocol.elevation_ring_cameras, views_from_cameras);
 * with --h36m DIR (a prepared Human3.6M dataset with detections, format v2): its test split (S9/S11) with
-  ground-truth 2D and with the detector's 2D (queries and index), every --h36m-every-th frame.
+  ground-truth 2D and with the detector's 2D (queries and index; eval.protocol.views_from_dataset's source),
+  every --h36m-every-th frame (the two rows may keep different frames: each drops its unusable views).
 
 Hit@k, the frame rule and the hit test are eval.protocol's. Random draws are seeded (--seed): every method sees
 the same corrupted / occluded queries.
@@ -57,25 +58,6 @@ def pelvis_centred(poses_world: np.ndarray) -> np.ndarray:
     return poses_world - offset
 
 
-def detection_views(dataset, split: str, every: int):
-    """(GT-2D views, detected-2D views) of a prepared dataset with detections (format v2), same frames.
-
-    A frame is kept when its ground-truth views pass the protocol's rule; a detected view is valid where the
-    detector saw the frame in that camera and its torso normalises (the nose may be missing: SH has none).
-    """
-    gt = protocol.views_from_dataset(dataset, split, every)
-    det = np.asarray(dataset.detections2d[gt.rows], np.float32)  # (N, C, 17, 2)
-    vis = np.asarray(dataset.detections_visible[gt.rows], bool)
-    k13 = kp.convert(det, "h36m17", "input13")
-    v13 = kp.convert(vis, "h36m17", "input13", axis=-1)
-    _, ok = protocol.jitted("normalize_2d")(k13, v13)
-    valid = gt.valid & np.asarray(ok, bool)
-    detected = dataclasses.replace(gt, keypoints2d=k13, visible=v13, valid=valid,
-                                   settings=dict(gt.settings, views="detections", invalid_detected_views=int(
-                                       (gt.valid & ~valid).sum())))
-    return gt, detected
-
-
 def run(args) -> dict:
     from prpose import detector_noise as dn
     from prpose.dataset import load_dataset
@@ -113,13 +95,11 @@ def run(args) -> dict:
         rig = protocol.views_from_cameras(world, cams, rows=views.rows)
         settings.append((f"ring at {elevation:g} deg", lambda m, f, rig=rig: protocol.cross_view_hit_at_k(m, rig, ks)))
     if args.h36m:
-        h36m = load_dataset(args.h36m)
-        if getattr(h36m, "detections2d", None) is None:
-            raise SystemExit(f"bench_robustness: --h36m {args.h36m} has no detections (prepared format v2 needed)")
-        gt, det = detection_views(h36m, "test", args.h36m_every)
-        print(f"H36M {args.h36m}: test every {args.h36m_every} -> {gt.num_frames} frames", flush=True)
-        settings.append(("H36M S9/S11 GT 2D", lambda m, f: protocol.cross_view_hit_at_k(m, gt, ks)))
-        settings.append(("H36M S9/S11 detected 2D", lambda m, f: protocol.cross_view_hit_at_k(m, det, ks)))
+        for source, label in (("gt", "GT 2D"), ("detected", "detected 2D")):
+            h36m = protocol.views_from_dataset(args.h36m, "test", args.h36m_every, source=source)
+            print(f"H36M {args.h36m} test every {args.h36m_every}, {label}: {h36m.num_frames} frames "
+                  f"({h36m.settings['dropped_frames']} dropped)", flush=True)
+            settings.append((f"H36M S9/S11 {label}", lambda m, f, v=h36m: protocol.cross_view_hit_at_k(m, v, ks)))
 
     rows = []
     for method in methods:
