@@ -869,8 +869,8 @@ def _npy_from_buffer(data: bytearray, path: pathlib.Path) -> np.ndarray:
         fmt.read_magic(head)
         read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
         shape, fortran, dtype = read_header(head)
-    except (ValueError, EOFError, SyntaxError) as err:
-        raise PrposeError(f"{path}: not a readable .npy array ({err})") from None
+    except Exception as err:  # numpy parses the header with ast.literal_eval: any failure means a damaged header
+        raise PrposeError(f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
     if dtype.hasobject:
         raise PrposeError(f"{path}: array of Python objects (dtype {dtype}); refused (it would need unpickling)")
     count = math.prod(shape)
@@ -937,8 +937,8 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
     if out["faiss_file"] not in (None, FAISS_FILE):
         raise PrposeError(f"{mpath}: faiss_file {out['faiss_file']!r}, expected {FAISS_FILE!r} or null")
     out["faiss_factory"] = manifest.get("faiss_factory")
-    if out["faiss_file"] and not isinstance(out["faiss_factory"], str):
-        raise bad("faiss_factory", "a FAISS factory string")
+    if out["faiss_file"] and out["faiss_factory"] != _resolve_factory(out["factory"], out["count"]):
+        raise bad("faiss_factory", f"{_resolve_factory(out['factory'], out['count'])!r} (factory {out['factory']!r})")
     fields = manifest.get("metadata_fields")
     if not isinstance(fields, dict):
         raise bad("metadata_fields", "an object field -> {dtype, shape}")
@@ -947,9 +947,10 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
         if not name.isidentifier():
             raise PrposeError(f"{mpath}: metadata field name {name!r}, expected a Python identifier")
         try:
-            dtype = np.dtype(info["dtype"])
-            shape = tuple(info["shape"])
-            ok = dtype.kind in "biufUS" and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
+            dtype = np.dtype(info["dtype"]) if isinstance(info["dtype"], str) else None
+            shape = tuple(info["shape"]) if isinstance(info["shape"], list) else None
+            ok = dtype is not None and shape is not None and dtype.kind in "biufUS" and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
         except (KeyError, TypeError, ValueError, SyntaxError):
             ok = False
         if not ok:

@@ -547,3 +547,68 @@ def test_chunked_search_equals_one_block(monkeypatch):
     chunked = idx.search(qm, qs, k=20, fingerprint="model-abc")
     np.testing.assert_array_equal(chunked.ids, whole.ids)
     np.testing.assert_array_equal(chunked.distances, whole.distances)
+
+
+WRONG_VALUES = [None, True, -1, 0, 1.5, "x", "../x", [], [1], {}, {"a": 1}]
+
+
+def _load_error(path, **kw):
+    """Load must fail with exactly one PrposeError line naming a path inside the index, nothing else."""
+    try:
+        PoseIndex.load(path, **kw)
+    except PrposeError as err:
+        message = str(err)
+        assert "\n" not in message and str(path) in message, message
+        return message
+    return None
+
+
+def test_fuzzed_manifest_values_give_one_line_errors(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    original = _manifest(path)
+    accepted = []
+    for key in sorted(set(original) - {"manifest_sha256"}):  # _reseal recomputes it; see the one-byte test
+        for value in WRONG_VALUES:
+            if value == original[key]:
+                continue
+            _reseal(path, {**original, key: value})
+            if _load_error(path) is None:
+                accepted.append((key, value))
+    for name in original["files"]:
+        for value in WRONG_VALUES:
+            _reseal(path, {**original, "files": {**original["files"], name: value}})
+            assert _load_error(path) is not None, (name, value)
+    for field in original["metadata_fields"]:
+        for part in ("dtype", "shape"):
+            for value in WRONG_VALUES:
+                if value == original["metadata_fields"][field][part]:
+                    continue
+                info = {**original["metadata_fields"][field], part: value}
+                _reseal(path, {**original, "metadata_fields": {**original["metadata_fields"], field: info}})
+                assert _load_error(path) is not None, (field, part, value)
+    # Only the search knobs and the free-form names (strings) may take other values.
+    assert all(key == "search" or (key in ("fingerprint", "profile") and isinstance(value, str))
+               for key, value in accepted), accepted
+
+
+def test_truncated_and_byte_flipped_files_give_one_line_errors(tmp_path):
+    idx, *_ = build(n=20)
+    path = idx.save(tmp_path / "ix")
+    rng = np.random.default_rng(0)
+    for name in sorted(p.name for p in path.iterdir()):
+        data = (path / name).read_bytes()
+        cuts = [0, 1, len(data) // 2, len(data) - 1]
+        flips = rng.integers(0, len(data), size=12).tolist() + list(range(min(len(data), 16)))
+        for cut in cuts:
+            (path / name).write_bytes(data[:cut])
+            assert _load_error(path) is not None, (name, "cut", cut)
+        for at in flips:
+            flipped = bytearray(data)
+            flipped[at] ^= 0x5A
+            (path / name).write_bytes(bytes(flipped))
+            if name.endswith(".npy"):  # verify=False: the .npy parser itself sees the damage (a clean error or a load)
+                _load_error(path, verify=False)
+            assert _load_error(path) is not None, (name, "flip", at)
+        (path / name).write_bytes(data)
+    assert PoseIndex.load(path).ntotal == 20
