@@ -39,6 +39,10 @@ from prpose.errors import PrposeError
 #: How long `open_dir` waits for a live writer that is between its two renames.
 SWAP_WAIT_S = 2.0
 
+class LockHeld(PrposeError):
+    """Another process (or thread) holds the write lock of the target."""
+
+
 _held: dict[tuple[str, int], list] = {}  # (lock path, thread) -> [fd, depth]: the lock is re-entrant per thread
 
 
@@ -112,10 +116,13 @@ def locked(target) -> Iterator[None]:
         finally:
             _held[key][1] -= 1
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = _try_lock(lock)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = _try_lock(lock)
+    except OSError as err:
+        raise PrposeError(f"{target}: cannot create its lock file {lock} ({err.strerror or err})") from None
     if fd is None:
-        raise PrposeError(
+        raise LockHeld(
             f"{target}: another process is writing it (lock {lock} is held{_holder(lock)}); "
             "wait for it to finish, then run again"
         )
@@ -209,14 +216,15 @@ def recover(target, is_ours: Callable[[pathlib.Path], bool]) -> list[str]:
                 if path.exists():
                     shutil.rmtree(path, ignore_errors=True)
                     done.append(f"removed {path.name}, left by an interrupted write")
-    except PrposeError:
+    except LockHeld:
         return []  # a live writer holds the lock: it is not ours to repair
-    except OSError as err:  # e.g. a read-only location: leave everything, say what is missing
+    except (OSError, PrposeError) as err:  # e.g. a read-only location: leave everything, say what is missing
         olds = [p for kind, _, p in stale if kind == "old"]
         if olds and not target.exists():
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             raise PrposeError(
                 f"{target}: missing; an interrupted replace left the previous copy at {olds[-1]} and it could "
-                f"not be restored ({err.strerror or err}); rename it back to {target.name}"
+                f"not be restored ({reason}); rename it back to {target.name}"
             ) from None
         return []
     for line in done:
@@ -282,10 +290,16 @@ def open_dir(target, what: str) -> int:
         try:
             return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            swapping = any(kind == "old" and _pid_alive(pid) for kind, pid, _ in _siblings(target))
-            if swapping and time.monotonic() < deadline:
-                time.sleep(0.005)
+            olds = [(pid, path) for kind, pid, path in _siblings(target) if kind == "old"]
+            if any(_pid_alive(pid) for pid, _ in olds) and time.monotonic() < deadline:
+                time.sleep(0.005)  # a live writer is between its two renames
                 continue
+            if olds:
+                pid, path = olds[-1]
+                raise PrposeError(
+                    f"{target}: no such directory; the copy replaced by process {pid} is at {path} (that process "
+                    f"still runs or its PID was reused); once it has exited, reading {target} again restores it"
+                ) from None
             raise PrposeError(f"{target}: no such directory; expected {what}") from None
         except NotADirectoryError:
             raise PrposeError(f"{target}: not a directory; expected {what}") from None

@@ -187,3 +187,28 @@ def test_dataset_write_killed_between_renames_is_repaired_by_load(tmp_path):
     assert not target.exists()
     assert len(ds.load_dataset(target)) == 5
     assert _names(tmp_path) == ["d"]
+
+
+def test_unwritable_parent_is_a_one_line_error(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(atomic, "_try_lock", refuse)
+    with pytest.raises(PrposeError, match=r"t: cannot create its lock file .*\.t\.lock \(Permission denied\)"):
+        _write_toy(tmp_path / "t", "A")
+
+
+def test_reader_waits_for_a_live_swap_and_names_a_stuck_old_copy(tmp_path, monkeypatch):
+    target = tmp_path / "t"
+    _write_toy(target, "A")
+    old = tmp_path / f".t.old-{os.getpid()}-abc"  # this process is alive: as if it were between its renames
+    target.rename(old)
+    monkeypatch.setattr(atomic, "SWAP_WAIT_S", 0.05)
+    with pytest.raises(PrposeError, match=rf"t: no such directory; the copy replaced by process {os.getpid()} is at"):
+        atomic.open_dir(target, "a toy folder")
+    timer = threading.Timer(0.02, lambda: old.rename(target))  # the "writer" finishes its swap
+    monkeypatch.setattr(atomic, "SWAP_WAIT_S", 5.0)
+    timer.start()
+    fd = atomic.open_dir(target, "a toy folder")
+    os.close(fd)
+    timer.join()
