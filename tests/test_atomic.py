@@ -107,7 +107,7 @@ def test_crash_while_writing_keeps_the_old_and_next_write_cleans_up(tmp_path):
 
 def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
     target = tmp_path / "t"
-    held, release, errors = threading.Event(), threading.Event(), []
+    held, release = threading.Event(), threading.Event()
 
     def first():
         with atomic.replacing(target, is_ours=_is_toy, kind="toy folder") as tmp:
