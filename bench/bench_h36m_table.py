@@ -64,10 +64,15 @@ def build_methods(args, candidates):
     if args.l2vipe:
         m = load_model(args.l2vipe)
         methods.append(baselines.EmbeddingMethod(m, "l2", name="L2-VIPE"))
+        if args.head_as_nose:
+            methods.append(baselines.EmbeddingMethod(m, "l2", name="L2-VIPE, head top as nose", head_as_nose=True))
         models["L2-VIPE"] = {"run": str(args.l2vipe), "fingerprint": m.fingerprint}
     if args.prvipe:
         m = load_model(args.prvipe)
         methods.append(baselines.EmbeddingMethod(m, "match", candidates=candidates))
+        if args.head_as_nose:
+            methods.append(baselines.EmbeddingMethod(m, "match", name="Pr-VIPE, head top as nose",
+                                                     candidates=candidates, head_as_nose=True))
         models["Pr-VIPE (match probability)"] = {"run": str(args.prvipe), "fingerprint": m.fingerprint}
     for spec in args.model:
         name, _, run = spec.partition("=")
@@ -100,6 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--l2vipe", help="L2-VIPE run directory (loss.embedding=l2)")
     p.add_argument("--lifter", help="lifting baseline run directory (eval.lifting)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=RUN", help="extra Pr-VIPE rows")
+    p.add_argument("--head-as-nose", action="store_true",
+                   help="also rows feeding the embedders the head top in the nose's place (detections lack a nose; "
+                        "by default it is fed as missing)")
     p.add_argument("--sources", nargs="+", default=["gt", "detected"], choices=["gt", "detected"])
     p.add_argument("--every", type=int, default=1, help="keep every n-th test frame (1: the authors' list)")
     p.add_argument("--candidates", type=int, default=100, help="two-stage ranking width (0: exact)")

@@ -215,10 +215,12 @@ class EmbeddingMethod:
     (two-stage, as training validation and the pose index do); None ranks every entry by match distance (exact,
     ~N/candidates times slower). Invisible keypoints are passed as score 0 (visible ones 1), so the embedder's own
     handling of missing joints applies (the keypoints go in the views' profile; the embedder converts by name).
+    head_as_nose: feed the paper's 13 joints from `input13_views` instead (the head top standing in for a missing
+    nose, as for the model-free rows), for models that have no input for a head top.
     """
 
     def __init__(self, embedder, ranking: str = "match", name: str | None = None, index_chunk: int | None = None,
-                 candidates: int | None = None):
+                 candidates: int | None = None, head_as_nose: bool = False):
         if ranking not in ("match", "l2"):
             raise PrposeError(f"ranking: got {ranking!r}, expected 'match' or 'l2'")
         if candidates is not None and candidates < 1:
@@ -227,9 +229,13 @@ class EmbeddingMethod:
         self.ranking = ranking
         self.index_chunk = index_chunk
         self.candidates = candidates
+        self.head_as_nose = head_as_nose
         self.name = name or ("Pr-VIPE (match probability)" if ranking == "match" else "Pr-VIPE (mean L2)")
 
     def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+        if self.head_as_nose:
+            keypoints2d, visible = input13_views(keypoints2d, visible, profile)
+            profile = "input13"
         keypoints2d, visible = _check_keypoints(keypoints2d, visible, profile)
         scores = None if visible.all() else visible.astype(np.float32)
         emb = self.embedder.embed(keypoints2d, profile=profile, scores=scores)

@@ -187,3 +187,14 @@ def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, caps
     assert all(p["queries"] == 2 * FRAMES for r in rows.values() for p in r["pairs"])
     assert cli.main(["eval", "--data", str(data), "--candidates", "0"]) == 2
     assert "--candidates" in capsys.readouterr().err
+
+
+def test_head_as_nose_feeds_the_head_top_to_an_input13_embedder(data, embedder):
+    det = protocol.views_from_dataset(data, "test", source="detected", profile="h36m17")
+    f = baselines.EmbeddingMethod(embedder, "l2", head_as_nose=True).features(
+        det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d, profile="h36m17")
+    k13, _ = baselines.input13_views(det.keypoints2d[:, 0], det.visible[:, 0], "h36m17")
+    np.testing.assert_allclose(f["mean"], embedder.embed(k13, "input13").mean, atol=1e-6)
+    g = baselines.EmbeddingMethod(embedder, "l2").features(det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d,
+                                                          profile="h36m17")
+    assert not np.allclose(f["mean"], g["mean"])
