@@ -115,7 +115,12 @@ def alignment_error(path: np.ndarray, true_mapping: np.ndarray) -> float:
 
 def frame_distances(method, feats_a, feats_b, window: int) -> np.ndarray:
     """The method's per-frame distances (T1, T2), averaged over +-window neighbouring frames."""
-    return smooth_diagonal(np.asarray(method.distances(feats_a, feats_b), np.float64), window)
+    from eval.protocol import Candidates
+
+    d = method.distances(feats_a, feats_b)
+    if isinstance(d, Candidates):  # a two-stage method: DTW needs every distance, so +inf outside its candidates
+        d = d.dense(len(next(iter(feats_b.values()))))
+    return smooth_diagonal(np.asarray(d, np.float64), window)
 
 
 # --------------------------------------------------------------------------------------------------------------

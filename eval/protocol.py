@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import math
 import time
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -325,8 +325,23 @@ class RetrievalMethod(Protocol):
         """Per-view features: keypoints2d (M, J, 2) in `profile` (a prpose.keypoints name), visible (M, J),
         poses3d (M, 17, 3) normalised (only oracles may look at it) -> dict of arrays with leading dimension M."""
 
-    def distances(self, query: Features, index: Features) -> np.ndarray:
-        """(Q, N) dissimilarities, smaller = closer."""
+    def distances(self, query: Features, index: Features) -> "np.ndarray | Candidates":
+        """(Q, N) dissimilarities, smaller = closer; or Candidates (two-stage methods: only the nearest few
+        entries per query, with their exact distances)."""
+
+
+class Candidates(NamedTuple):
+    """A sparse answer of `RetrievalMethod.distances`: per query, `ids` (Q, C) index positions and their exact
+    `distances` (Q, C); every other entry counts as farther than all of them."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+    def dense(self, num_index: int) -> np.ndarray:
+        """(Q, num_index) with +inf outside the candidates."""
+        out = np.full((len(self.ids), num_index), np.inf)
+        np.put_along_axis(out, self.ids, self.distances, axis=1)
+        return out
 
 
 def take(features: Features, rows) -> dict[str, np.ndarray]:
@@ -540,11 +555,19 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
         hits, first = [], []
         for s in range(0, q_rows.size, query_chunk):
             rows = q_rows[s:s + query_chunk]
-            dist = np.asarray(method.distances(take(query_features[cq], rows), fx))
-            if dist.shape != (rows.size, x_rows.size):
-                raise PrposeError(f"method {method.name!r} returned distances of shape {dist.shape}, "
-                                  f"expected {(rows.size, x_rows.size)}")
-            ids = x_rows[top_k(dist, kmax)]
+            dist = method.distances(take(query_features[cq], rows), fx)
+            if isinstance(dist, Candidates):
+                if dist.ids.shape != dist.distances.shape or dist.ids.shape[0] != rows.size:
+                    raise PrposeError(f"method {method.name!r} returned candidates {dist.ids.shape} with distances "
+                                      f"{dist.distances.shape}, expected ({rows.size}, C) both")
+                local = np.take_along_axis(dist.ids, top_k(dist.distances, kmax), axis=1)
+            else:
+                dist = np.asarray(dist)
+                if dist.shape != (rows.size, x_rows.size):
+                    raise PrposeError(f"method {method.name!r} returned distances of shape {dist.shape}, "
+                                      f"expected {(rows.size, x_rows.size)}")
+                local = top_k(dist, kmax)
+            ids = x_rows[local]
             err = retrieved_np_mpjpe(views.poses3d[rows], views.poses3d[ids])
             hits.append(hits_from_errors(err, ks, kappa))
             first.append(err[:, 0])

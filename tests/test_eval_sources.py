@@ -127,7 +127,9 @@ def test_two_stage_match_ranking_agrees_with_crossview_and_exact(data, embedder)
     # Only candidates get a finite distance, and those are the exact match distances.
     m = baselines.EmbeddingMethod(embedder, "match", candidates=4)
     f = m.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d)
-    got = m.distances(protocol.take(f, np.arange(3)), f)
+    cand = m.distances(protocol.take(f, np.arange(3)), f)
+    assert isinstance(cand, protocol.Candidates) and cand.ids.shape == (3, 4)
+    got = cand.dense(views.num_frames)
     full = baselines.EmbeddingMethod(embedder, "match").distances(protocol.take(f, np.arange(3)), f)
     assert (np.isfinite(got).sum(axis=1) == 4).all()
     # (the all-pairs kernel expands |q - x|^2 in float32; the re-rank takes exact differences)
@@ -155,15 +157,15 @@ def test_two_stage_pose_ranking_equals_exact_on_its_candidates(data, candidates)
     two = baselines.OracleMethod(candidates=candidates)
     f = exact.features(None, None, views.poses3d)
     full = exact.distances(protocol.take(f, np.arange(6)), f)
-    got = two.distances(protocol.take(f, np.arange(6)), f)
+    got = two.distances(protocol.take(f, np.arange(6)), f).dense(views.num_frames)
     fin = np.isfinite(got)
     assert (fin.sum(axis=1) == candidates).all()
     np.testing.assert_allclose(got[fin], full[fin], rtol=1e-4, atol=1e-5)
     assert (got.argmin(axis=1) == full.argmin(axis=1)).all()  # each query's own pose is a candidate
     lift = baselines.LiftingMethod(lambda k, v: views.poses3d[:len(k)], candidates=candidates)
     lf = lift.features(views.keypoints2d[:, 0], views.visible[:, 0], None)
-    np.testing.assert_allclose(lift.distances(protocol.take(lf, np.arange(6)), lf)[fin], full[fin], rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(lift.distances(protocol.take(lf, np.arange(6)), lf).dense(views.num_frames)[fin],
+                               full[fin], rtol=1e-4, atol=1e-5)
 
 
 def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, capsys):
