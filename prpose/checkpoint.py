@@ -26,6 +26,8 @@ import contextlib
 import logging
 import os
 import pathlib
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -137,6 +139,76 @@ def latest_step(run_dir: str | os.PathLike) -> int | None:
     return steps[-1] if steps else None
 
 
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a training run directory written by prpose (and holds nothing else).
+
+    A run holds a ``config.json`` that parses as a TrainConfig and only the files training writes. Used
+    before replacing a directory (``prpose demo --overwrite``): only prpose's own outputs are ever removed.
+    """
+    from prpose.config import CONFIG_FILENAME, load_config
+
+    path = pathlib.Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    own = {CONFIG_FILENAME, CHECKPOINT_DIR, "metrics.jsonl", "metrics.jsonl.tmp"}
+    if any(child.name not in own and not child.name.startswith(".config-") for child in path.iterdir()):
+        return False
+    try:
+        load_config(path)
+    except (PrposeError, OSError):
+        return False
+    root = path / CHECKPOINT_DIR
+    return not root.exists() or (root.is_dir() and all(c.name.split(".")[0].isdigit() for c in root.iterdir()))
+
+
+def _reason(error: BaseException) -> str:
+    """One short line for an exception from Orbax/TensorStore (their messages run to kilobytes)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def restore_newest_intact(run_dir: str | os.PathLike, restore, *, log, move_damaged: bool = False):
+    """Call ``restore(step)`` on the complete checkpoints newest first; return ``(step, its result)``.
+
+    A checkpoint whose restore raises (unreadable or corrupted files, a weights fingerprint that does not
+    match, ...) is reported through ``log`` with its path, step and reason, and the next older one is tried;
+    using an older one is said too. With ``move_damaged`` (training resume) a damaged checkpoint is renamed to
+    ``<step>.damaged`` (kept for inspection, ignored by :func:`complete_steps`) so that the resumed run can
+    save that step again; this happens only once an older checkpoint restored, which proves the failure is
+    the checkpoint's and not a mismatch of the caller's templates.
+
+    Raises:
+      PrposeError listing every checkpoint and why it failed, when none restores (nothing is renamed).
+    """
+    root = checkpoint_dir(run_dir)
+    steps = complete_steps(run_dir)
+    if not steps:
+        raise PrposeError(f"{root}: no complete checkpoint found")
+    failures: list[tuple[int, str]] = []
+    for step in reversed(steps):
+        try:
+            result = restore(step)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001 - Orbax/TensorStore raise many types; each is reported
+            failures.append((step, _reason(error)))
+            continue
+        for bad, reason in failures:
+            where = root / str(bad)
+            note = ""
+            if move_damaged:
+                aside = where.with_name(f"{bad}.damaged")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(where, aside)
+                note = f"; moved aside to {aside}"
+            log(f"warning: checkpoint {where} (step {bad}) is damaged: {reason}{note}")
+        if failures:
+            log(f"warning: using the newest intact checkpoint instead: {root / str(step)} (step {step})")
+        return step, result
+    raise PrposeError(f"{root}: no intact checkpoint: " + "; ".join(
+        f"step {step} ({root / str(step)}): {reason}" for step, reason in failures))
+
+
 class Checkpointer:
     """Saves and restores the training state of one run directory.
 
@@ -168,6 +240,7 @@ class Checkpointer:
     def restore(self, step: int, state_template, ema_template):
         """Restore (state, ema, meta) of ``step`` with the structure, dtypes and shardings of the templates."""
         ocp = self._ocp
+        _drop_closed_loop_reports()
         restored = self._manager.restore(
             int(step),
             args=ocp.args.Composite(
@@ -194,15 +267,37 @@ def restore_ema(run_dir: str | os.PathLike, ema_template, step: int | None = Non
     with _quiet_absl():
         options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
         manager = ocp.CheckpointManager(checkpoint_dir(run_dir), options=options, item_names=_ITEMS)
+    _drop_closed_loop_reports()
     try:
         restored = manager.restore(step, args=ocp.args.Composite(
             ema=ocp.args.StandardRestore(_abstract(to_storable(ema_template))),
             meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise PrposeError(f"{checkpoint_dir(run_dir)}/{step}: cannot restore the EMA weights ({e})") from None
+    except Exception as e:  # noqa: BLE001 - TensorStore/Orbax raise many types for damaged files
+        raise PrposeError(f"{checkpoint_dir(run_dir)}/{step}: cannot restore the EMA weights ({_reason(e)})") from None
     finally:
         manager.close()
     return step, from_storable(restored["ema"], ema_template), dict(restored["meta"])
+
+
+def _drop_closed_loop_reports() -> None:
+    """Drop the "Event loop is closed" reports TensorStore's reader threads emit after a read fails.
+
+    When one array of a damaged checkpoint fails, Orbax closes its event loop while TensorStore callbacks
+    for the other arrays are still queued; each then raises in a background thread, some time later, and
+    Python prints it as an unraisable exception: dozens of tracebacks around the one error that matters.
+    Installed once, process-wide; every other unraisable exception still goes to the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_prpose_filter", False):
+        return
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and "Event loop is closed" in str(value)):
+            previous(unraisable)
+
+    hook._prpose_filter = True
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -368,13 +369,19 @@ class PoseEmbedder:
                 f"K={self.num_samples})")
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def load_model(model: str | os.PathLike | None = None, *, step: int | None = None,
-               batch_size: int = DEFAULT_BATCH_SIZE) -> PoseEmbedder:
+               batch_size: int = DEFAULT_BATCH_SIZE, log=None) -> PoseEmbedder:
     """Load a model in eval mode.
 
     ``model`` is None (the packaged default model, ``prpose.export.DEFAULT_MODEL``), the name of a packaged
     model (``"prpose-cmu-v1"``), an exported model directory (``prpose export``: weights and config only), or
-    a training run directory (its EMA weights at the latest complete checkpoint, or at ``step``).
+    a training run directory (its EMA weights at the latest complete checkpoint, or at ``step``). Without
+    ``step``, a damaged latest checkpoint of a run is reported through ``log`` (default: a line on stderr)
+    and the newest intact one is loaded instead.
     """
     from prpose import export
 
@@ -386,11 +393,11 @@ def load_model(model: str | os.PathLike | None = None, *, step: int | None = Non
         stored = export.ExportedModel(path)
         return PoseEmbedder(None, fingerprint=stored.fingerprint, step=stored.step, batch_size=batch_size,
                             exported=stored)
-    return _load_run(path, step, batch_size)
+    return _load_run(path, step, batch_size, log or _warn)
 
 
-def _load_run(run_dir: pathlib.Path, step: int | None, batch_size: int) -> PoseEmbedder:
-    """The EMA weights of a training run (latest complete checkpoint unless ``step``)."""
+def _load_run(run_dir: pathlib.Path, step: int | None, batch_size: int, log) -> PoseEmbedder:
+    """The EMA weights of a training run (``step``, or the newest intact checkpoint, saying so via ``log``)."""
     from flax import nnx
 
     from prpose import checkpoint as ckpt
@@ -399,11 +406,20 @@ def _load_run(run_dir: pathlib.Path, step: int | None, batch_size: int) -> PoseE
     config = load_config(run_dir)
     graphdef, params, batch_stats, rest = init_split(config.model, config.window)
     template = {"params": params, "batch_stats": batch_stats}
-    step, ema, meta = ckpt.restore_ema(run_dir, template, step)
-    fp = ckpt.fingerprint(model_fingerprint_dict(config), ema["params"])
-    if meta.get("fingerprint") not in (None, fp):
-        raise PrposeError(f"load_model: {run_dir}: checkpoint {step} weights do not match their recorded fingerprint "
-                          f"({meta.get('fingerprint')} vs recomputed {fp}); the files were changed or corrupted")
+
+    def restore(at: int):
+        _, ema, meta = ckpt.restore_ema(run_dir, template, at)
+        fp = ckpt.fingerprint(model_fingerprint_dict(config), ema["params"])
+        if meta.get("fingerprint") not in (None, fp):
+            raise PrposeError(f"load_model: {run_dir}: checkpoint {at} weights do not match their recorded "
+                              f"fingerprint ({meta.get('fingerprint')} vs recomputed {fp}); the files were changed "
+                              "or corrupted")
+        return ema, fp
+
+    if step is None:  # the latest checkpoint, or the newest intact one if it is damaged (said on stderr)
+        step, (ema, fp) = ckpt.restore_newest_intact(run_dir, restore, log=log)
+    else:
+        ema, fp = restore(step)
     state = nnx.merge_state(ema["params"], ema["batch_stats"], rest)
     return PoseEmbedder(config, graphdef, state, fingerprint=fp, step=step, batch_size=batch_size)
 

@@ -280,10 +280,13 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     if existing is not None and not resume:
         raise PrposeError(f"{workdir} already holds checkpoints (latest step {existing}); pass --resume to "
                           "continue, or choose another output directory")
+    if resume and existing is None:
+        # Launch scripts pass --resume on every (re)start: the first start has nothing to resume.
+        log(f"--resume: {workdir} holds no complete checkpoint; starting a new run from step 0")
     if resume and (workdir / "config.json").is_file():
+        # Checked before anything is written: a refused resume leaves the run resumable as it was.
         saved = load_config(workdir)
-        ckpt.check_compatible(model_fingerprint_dict(saved), model_fingerprint_dict(config),
-                              str(workdir / "config.json"))
+        ckpt.check_compatible(_resume_dict(saved), _resume_dict(config), str(workdir / "config.json"))
 
     mesh = make_mesh(devices)
     n_dev = mesh.devices.size
@@ -304,11 +307,15 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     graphdef, eval_graphdef, state, ema = create_train_state(config, tx)
     state, ema = _replicate(state, mesh), _replicate(ema, mesh)
     model_dict = model_fingerprint_dict(config)
+    if resume and existing is not None:
+        # Restore before writing anything (config.json included); a damaged checkpoint is reported, moved
+        # aside and the newest intact one is used.
+        existing, (state, ema) = ckpt.restore_newest_intact(
+            workdir, functools.partial(_restore_verified, workdir, state, ema, model_dict), log=log,
+            move_damaged=True)
+        log(f"resumed from {ckpt.checkpoint_dir(workdir) / str(existing)}")
     saver = ckpt.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     save_config(config, workdir)
-    if resume and existing is not None:
-        state, ema, _ = saver.restore(existing, state, ema)
-        log(f"resumed from {ckpt.checkpoint_dir(workdir) / str(existing)}")
     start = int(state.step)
     if resume:
         _truncate_metrics(workdir / METRICS_FILE, start)
@@ -377,6 +384,24 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         bar.close()
     saver.close()
     return last
+
+
+def _resume_dict(config: TrainConfig) -> dict:
+    """What must match to resume: the model, and the optimizer state's structure."""
+    return {**model_fingerprint_dict(config), "optimizer": config.optimizer, "grad_clip": config.grad_clip > 0}
+
+
+def _restore_verified(workdir, state, ema, model_dict, step: int):
+    """(state, ema) of checkpoint ``step``; PrposeError if its EMA weights do not match their fingerprint."""
+    saver = ckpt.Checkpointer(workdir)
+    try:
+        state, ema, meta = saver.restore(step, state, ema)
+    finally:
+        saver.close()
+    recorded, actual = meta.get("fingerprint"), ckpt.fingerprint(model_dict, ema["params"])
+    if recorded not in (None, actual):
+        raise PrposeError(f"weights do not match their recorded fingerprint ({recorded} vs recomputed {actual})")
+    return state, ema
 
 
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:
