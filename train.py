@@ -24,7 +24,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides, e.g. train.batch_size=64 model.width=256 loss.mining=hardest")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest complete checkpoint in --out")
+                        help="continue from the newest intact checkpoint in --out (a damaged newer one is named, "
+                             "moved aside to <step>.damaged and skipped); refused, with nothing written, if the "
+                             "model or optimizer settings differ from the run's; with no checkpoint yet, a new "
+                             "run starts (and says so), so launch scripts can always pass --resume")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host data parallel)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -35,36 +38,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from prpose.errors import PrposeError
+    import pathlib
 
-    try:
-        if args.distributed:
-            import jax
+    from prpose.config import TrainConfig, from_overrides, load_config
 
-            jax.distributed.initialize()
-        import pathlib
+    if args.distributed:
+        import jax
 
-        from prpose.config import TrainConfig, from_overrides, load_config
+        jax.distributed.initialize()
+    if args.config is None:
+        saved = pathlib.Path(args.out) / "config.json"
+        base = load_config(saved) if args.resume and saved.is_file() else "cpu"
+    elif args.config.endswith(".json"):
+        base = load_config(args.config)
+    else:
+        base = args.config
+    config: TrainConfig = from_overrides(base, args.set)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    from prpose.training import train_and_evaluate
 
-        if args.config is None:
-            saved = pathlib.Path(args.out) / "config.json"
-            base = load_config(saved) if args.resume and saved.is_file() else "cpu"
-        elif args.config.endswith(".json"):
-            base = load_config(args.config)
-        else:
-            base = args.config
-        config: TrainConfig = from_overrides(base, args.set)
-        if args.print_config:
-            print(config.to_json())
-            return 0
-        from prpose.training import train_and_evaluate
-
-        options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
-        last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
-                                  compiler_options=options)
-    except (PrposeError, ValueError, OSError) as e:
-        print(f"prpose train: error: {e}", file=sys.stderr)
-        return 2
+    options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
+    last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                              compiler_options=options)
     summary = f"done: step {last.get('step')}"
     if "loss" in last:
         summary += f", loss {last['loss']:.4f}"
@@ -74,7 +71,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    sys.exit(main(parser.parse_args()))
+if __name__ == "__main__":  # errors, as for `prpose train`: one line and exit status 2 (prpose.errors)
+    from prpose.cli import run_script
+
+    sys.exit(run_script("prpose train", configure_parser, main))

@@ -474,6 +474,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # python -m data_prep.h36m
-    _parser = argparse.ArgumentParser(prog="prpose prep h36m", description=__doc__)
-    configure_parser(_parser)
-    sys.exit(main(_parser.parse_args()))
+    from prpose.cli import run_script
+
+    sys.exit(run_script("prpose prep h36m", configure_parser, main))

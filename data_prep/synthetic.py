@@ -46,41 +46,37 @@ def build_rig(kind: str, cameras: int):
 
 
 def main(args) -> int:
-    try:
-        for name in ("sequences", "frames"):
-            if getattr(args, name) < 1:
-                raise PrposeError(f"--{name} must be >= 1; got {getattr(args, name)}")
-        if args.seed < 0:
-            raise PrposeError(f"--seed must be >= 0; got {args.seed}")
-        rig = build_rig(args.rig, args.cameras)
-        check_target(args.out, getattr(args, "overwrite", False))  # fail before any work
-        start = time.perf_counter()
-        poses, kinds = generate_motions(args.sequences, args.frames, args.seed, return_kinds=True)
-        sequences = [
-            SequenceInput(name=f"synthetic/{i:05d}-{kind}", subject="synthetic", source="synthetic", poses3d=p)
-            for i, (p, kind) in enumerate(zip(poses, kinds))
-        ]
-        splits = assign_splits([s.name for s in sequences], (0.8, 0.1, 0.1), seed=args.seed)
-        info = {
-            "converter": "prpose prep synthetic",
-            "synthetic": True,
-            "note": "procedurally generated poses (prpose.synthetic), not real motion capture",
-            "sequences": args.sequences, "frames": args.frames, "seed": args.seed, "fps": FPS,
-            "rig": args.rig if args.rig == "h36m" else f"ring x{args.cameras} (distance {RING_DISTANCE} m, height {RING_HEIGHT} m)",
-            "h36m_rig_subject": "S9" if args.rig == "h36m" else None,
-            "split": "by sequence, 80/10/10, deterministic in the seed",
-        }
-        dataset = write_sequences(args.out, sequences, rig, splits, info=info,
-                                  overwrite=getattr(args, "overwrite", False), progress=True)
-    except (PrposeError, ValueError, OSError) as e:
-        print(f"prpose prep synthetic: error: {e}", file=sys.stderr)
-        return 2
+    for name in ("sequences", "frames"):
+        if getattr(args, name) < 1:
+            raise PrposeError(f"--{name} must be >= 1; got {getattr(args, name)}")
+    if args.seed < 0:
+        raise PrposeError(f"--seed must be >= 0; got {args.seed}")
+    rig = build_rig(args.rig, args.cameras)
+    check_target(args.out, getattr(args, "overwrite", False))  # fail before any work
+    start = time.perf_counter()
+    poses, kinds = generate_motions(args.sequences, args.frames, args.seed, return_kinds=True)
+    sequences = [
+        SequenceInput(name=f"synthetic/{i:05d}-{kind}", subject="synthetic", source="synthetic", poses3d=p)
+        for i, (p, kind) in enumerate(zip(poses, kinds))
+    ]
+    splits = assign_splits([s.name for s in sequences], (0.8, 0.1, 0.1), seed=args.seed)
+    info = {
+        "converter": "prpose prep synthetic",
+        "synthetic": True,
+        "note": "procedurally generated poses (prpose.synthetic), not real motion capture",
+        "sequences": args.sequences, "frames": args.frames, "seed": args.seed, "fps": FPS,
+        "rig": args.rig if args.rig == "h36m" else f"ring x{args.cameras} (distance {RING_DISTANCE} m, height {RING_HEIGHT} m)",
+        "h36m_rig_subject": "S9" if args.rig == "h36m" else None,
+        "split": "by sequence, 80/10/10, deterministic in the seed",
+    }
+    dataset = write_sequences(args.out, sequences, rig, splits, info=info,
+                              overwrite=getattr(args, "overwrite", False), progress=True)
     print(dataset.summary())
     print(f"wrote {len(dataset):,d} frames to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 if __name__ == "__main__":  # python -m data_prep.synthetic
-    _parser = argparse.ArgumentParser(prog="prpose prep synthetic", description=__doc__)
-    configure_parser(_parser)
-    sys.exit(main(_parser.parse_args()))
+    from prpose.cli import run_script
+
+    sys.exit(run_script("prpose prep synthetic", configure_parser, main))

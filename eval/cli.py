@@ -312,13 +312,7 @@ def run(args) -> dict:
 
 
 def main(args) -> int:
-    from prpose.errors import PrposeError
-
-    try:
-        out = run(args)
-    except (PrposeError, ValueError, OSError) as e:
-        print(f"prpose eval: error: {e}", file=sys.stderr)
-        return 2
+    out = run(args)  # errors: one line and exit status 2 (prpose.errors.run_command)
     if args.json_out:
         path = pathlib.Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
 """The ``prpose`` command: one entry point, one subcommand per stage of the pipeline.
 
 Each subcommand lives in its own module exposing ``configure_parser(parser)`` and ``main(args) -> int``;
-this file only wires them together and turns PrposeError into a one-line message with exit code 2.
+this file only wires them together. Every command, and every script entry point (``python train.py``,
+``python -m data_prep.synthetic``, ...) through :func:`run_script`, runs under ``prpose.errors.run_command``:
+one line on stderr and exit status 2 for bad input or a failed file operation, 1 with a hint for an
+unexpected error, quiet 141 when stdout is closed by the reader.
 Only the module of the command being run is imported (``prpose query`` must not pay for JAX or the data
 converters); ``prpose --help`` lists every command from the table below.
 """
@@ -48,6 +51,8 @@ def _selected(argv: list[str] | None) -> tuple[str, ...] | None:
         return None
     words = []
     for token in argv:
+        if token == "--debug":
+            continue
         if token.startswith("-"):
             break
         words.append(token)
@@ -67,6 +72,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="View-invariant probabilistic pose embeddings (Pr-VIPE) and 3D-similar pose retrieval.",
     )
     parser.add_argument("--version", action="version", version=f"prpose {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also: environment variable PRPOSE_DEBUG=1)")
     root = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     selected = _selected(argv)
@@ -97,16 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from prpose.errors import PrposeError
+    from prpose.errors import run_command
 
-    try:
-        return int(args._run(args) or 0)
-    except (PrposeError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
-        print(f"prpose {args._name}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"prpose {args._name}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"prpose {args._name}", args._run, args, debug=args.debug)
+
+
+def run_script(name: str, configure_parser, command_main, argv: list[str] | None = None) -> int:
+    """Entry point of a module run as a script, under the same error contract as ``prpose``.
+
+    ``name`` is the command as the user knows it (``"prpose train"``), used for ``--help`` and messages.
+    """
+    from prpose.errors import run_command
+
+    parser = argparse.ArgumentParser(prog=name)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    return run_command(name, command_main, args, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -495,15 +495,22 @@ def load_dataset(path: str | os.PathLike) -> PreparedDataset:
             raise PrposeError(f"{mpath}: missing key {key!r}")
     if manifest["profile"] != PROFILE:
         raise PrposeError(f"{mpath}: profile {manifest['profile']!r}; expected {PROFILE!r}")
+    for key, kind in (("camera_names", list), ("rigs", list), ("tables", dict)):
+        if not isinstance(manifest[key], kind):
+            raise PrposeError(f"{mpath}: {key!r} is a {type(manifest[key]).__name__}; expected a {kind.__name__}")
+    if not all(isinstance(name, str) for name in manifest["camera_names"]):
+        raise PrposeError(f"{mpath}: 'camera_names' must be a list of strings")
+    if not all(isinstance(rig, list) for rig in manifest["rigs"]):
+        raise PrposeError(f"{mpath}: 'rigs' must be a list of camera lists")
     tables = manifest["tables"]
     for name in LABEL_NAMES:
-        if not isinstance(tables.get(name), list):
-            raise PrposeError(f"{mpath}: tables[{name!r}] missing or not a list")
+        if not isinstance(tables.get(name), list) or not all(isinstance(v, str) for v in tables[name]):
+            raise PrposeError(f"{mpath}: tables[{name!r}] missing or not a list of strings")
     bad_splits = [s for s in tables["split"] if s not in SPLITS]
     if bad_splits:
         raise PrposeError(f"{mpath}: unknown split name(s) {bad_splits}; expected {list(SPLITS)}")
     n, c = manifest["num_frames"], len(manifest["camera_names"])
-    if not isinstance(n, int) or n < 0:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise PrposeError(f"{mpath}: num_frames {n!r}; expected a non-negative integer")
     for r, rig in enumerate(manifest["rigs"]):
         if len(rig) != c:

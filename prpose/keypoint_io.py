@@ -67,29 +67,35 @@ def read_keypoints(path: str | pathlib.Path, profile: str | None = None) -> Keyp
     path = pathlib.Path(path)
     if profile is not None:
         kp.get_profile(profile)  # an unknown name is an error before anything is read
-    if path.is_dir():
-        result = _read_openpose(path, sorted(path.glob("*.json")), profile)
-    elif not path.is_file():
-        raise PrposeError(f"{path}: no such keypoint file or folder")
-    elif path.suffix.lower() == ".npz":
-        result = _read_npz(path, profile)
-    elif path.suffix.lower() == ".json":
-        data = _load_json(path)
-        if isinstance(data, dict) and "people" in data:
-            result = _read_openpose(path, [path], profile, {path: data})
-        elif isinstance(data, dict) and (data.get("format") == MEDIAPIPE_FORMAT or "poses" in data):
-            result = _read_mediapipe_json(path, data, profile)
-        elif isinstance(data, list) or (isinstance(data, dict) and "annotations" in data):
-            result = _read_coco(path, data, profile)
+    try:
+        if path.is_dir():
+            result = _read_openpose(path, sorted(path.glob("*.json")), profile)
+        elif not path.is_file():
+            raise PrposeError(f"{path}: no such keypoint file or folder")
+        elif path.suffix.lower() == ".npz":
+            result = _read_npz(path, profile)
+        elif path.suffix.lower() == ".json":
+            data = _load_json(path)
+            if isinstance(data, dict) and "people" in data:
+                result = _read_openpose(path, [path], profile, {path: data})
+            elif isinstance(data, dict) and (data.get("format") == MEDIAPIPE_FORMAT or "poses" in data):
+                result = _read_mediapipe_json(path, data, profile)
+            elif isinstance(data, list) or (isinstance(data, dict) and "annotations" in data):
+                result = _read_coco(path, data, profile)
+            else:
+                raise PrposeError(
+                    f"{path}: unrecognised JSON layout (a {type(data).__name__}"
+                    f"{' with keys ' + ', '.join(sorted(map(str, data))[:8]) if isinstance(data, dict) else ''}); "
+                    f"expected COCO keypoint results (a list), OpenPose ({{'people': ...}}) or MediaPipe "
+                    f"({{'format': '{MEDIAPIPE_FORMAT}', 'poses': ...}})")
         else:
-            raise PrposeError(
-                f"{path}: unrecognised JSON layout (a {type(data).__name__}"
-                f"{' with keys ' + ', '.join(sorted(map(str, data))[:8]) if isinstance(data, dict) else ''}); "
-                f"expected COCO keypoint results (a list), OpenPose ({{'people': ...}}) or MediaPipe "
-                f"({{'format': '{MEDIAPIPE_FORMAT}', 'poses': ...}})")
-    else:
-        raise PrposeError(f"{path}: unsupported keypoint file type {path.suffix!r}; expected .npz, .json "
-                          f"(COCO, OpenPose, MediaPipe) or a folder of OpenPose .json files")
+            raise PrposeError(f"{path}: unsupported keypoint file type {path.suffix!r}; expected .npz, .json "
+                              f"(COCO, OpenPose, MediaPipe) or a folder of OpenPose .json files")
+    except (TypeError, ValueError) as error:  # e.g. strings where numbers belong; PrposeError passes as is
+        if isinstance(error, PrposeError):
+            raise
+        raise PrposeError(f"{path}: malformed keypoint file ({error}); expected numbers where the format "
+                          "has keypoints and scores") from None
     _validate(result, path)
     return result
 

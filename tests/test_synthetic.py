@@ -6,6 +6,7 @@ import pytest
 from data_prep import synthetic as prep_synthetic
 from prpose import synthetic as syn
 from prpose.camera import ring_rig
+from prpose.cli import main
 from prpose.dataset import load_dataset
 from prpose.errors import PrposeError
 from prpose.keypoints import H36M17
@@ -200,7 +201,7 @@ def test_prep_synthetic_writes_split_dataset(tmp_path, capsys):
     assert d.visibility.mean() > 0.99  # the person stays in every camera's view
     assert d.info["synthetic"] is True
     # Re-running refuses to overwrite, with one line on stderr, unless asked.
-    assert prep_synthetic.main(_prep_args(tmp_path)) == 2
+    assert main(["prep", "synthetic", "--out", str(tmp_path / "syn"), "--sequences", "10", "--frames", "12"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prpose prep synthetic: error:") and "overwrite" in err[0]
     assert prep_synthetic.main(_prep_args(tmp_path, overwrite=True)) == 0
@@ -212,5 +213,5 @@ def test_prep_synthetic_ring_rig(tmp_path, capsys):
     d = load_dataset(tmp_path / "syn")
     assert d.camera_names == [f"ring{i}" for i in range(6)]
     assert d.visibility.mean() > 0.99
-    assert prep_synthetic.main(_prep_args(tmp_path, frames=0, overwrite=True)) == 2
-    assert "--frames must be >= 1" in capsys.readouterr().err
+    with pytest.raises(PrposeError, match="--frames must be >= 1"):
+        prep_synthetic.main(_prep_args(tmp_path, frames=0, overwrite=True))

@@ -28,7 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "probability), fingerprint; skipped, skipped_ids, skipped_reasons for the others")
     parser.add_argument("--profile", default=None, help=PROFILE_HELP.format(", ".join(sorted(PROFILES))))
     parser.add_argument("--score-threshold", type=float, default=0.3,
-                        help="keypoints scoring below this count as missing (default: %(default)s)")
+                        help="keypoints scoring below this count as missing, in [0, 1] (default: %(default)s)")
 
 
 def embed_poses(model, poses, score_threshold: float, command: str):
@@ -57,9 +57,12 @@ def embed_poses(model, poses, score_threshold: float, command: str):
 
 
 def main(args) -> int:
+    from prpose.errors import check_fraction, check_output_file, writing
     from prpose.inference import load_model
     from prpose.keypoint_io import read_keypoints
 
+    check_fraction(args.score_threshold, "--score-threshold")
+    check_output_file(args.output, "--output")
     poses = read_keypoints(args.input, args.profile)
     model = load_model(args.model)
     result = embed_poses(model, poses, args.score_threshold, "embed")
@@ -69,12 +72,17 @@ def main(args) -> int:
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp.npz")
-    np.savez(tmp, mean=out.mean, stddev=out.stddev, samples=out.samples, a=np.float32(a), b=np.float32(b),
-             smoothing=np.float32(smoothing), fingerprint=model.fingerprint,
-             ids=np.array([poses.ids[r] for r in result.rows]), rows=result.rows.astype(np.int64),
-             skipped=np.array(skipped, np.int64), skipped_ids=np.array([poses.ids[r] for r in skipped], dtype=str),
-             skipped_reasons=np.array([reason for _, reason in result.skipped], dtype=str))
-    tmp.replace(output)  # never leave a half-written output under the final name
+    try:
+        with writing(output):
+            np.savez(tmp, mean=out.mean, stddev=out.stddev, samples=out.samples, a=np.float32(a), b=np.float32(b),
+                     smoothing=np.float32(smoothing), fingerprint=model.fingerprint,
+                     ids=np.array([poses.ids[r] for r in result.rows]), rows=result.rows.astype(np.int64),
+                     skipped=np.array(skipped, np.int64),
+                     skipped_ids=np.array([poses.ids[r] for r in skipped], dtype=str),
+                     skipped_reasons=np.array([reason for _, reason in result.skipped], dtype=str))
+            tmp.replace(output)  # never leave a half-written output under the final name
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"embedded {len(out.mean)} of {len(poses.ids)} poses ({poses.profile} -> {model.input_profile}"
           f"{f', {len(skipped)} skipped' if skipped else ''}) -> {output}  "
           f"[D={out.mean.shape[1]}, K={out.samples.shape[1]}, model {model.fingerprint}]")

@@ -27,11 +27,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, help=PROFILE_HELP.format(", ".join(sorted(PROFILES))))
     parser.add_argument("--model", default=None, help="model: packaged name, exported model or training run "
                         "(default: the one that built --index, else the packaged default model)")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="keypoints below count as missing (default: %(default)s)")
+    parser.add_argument("--score-threshold", type=float, default=0.3,
+                        help="keypoints scoring below this count as missing, in [0, 1] (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table: {\"queries\": [{query, "
                         "row, id, matches}], \"skipped\": [{row, id, reason}]}")
     parser.add_argument("--plot", default=None, metavar="PNG",
-                        help="draw each query beside its top matches, in 2D and (with their 3D poses) in 3D")
+                        help="draw each query beside its top matches, in 2D and (with their 3D poses) in 3D, into "
+                             "this image file (.png added when the name has no extension)")
 
 
 def _model_dir(index_dir: pathlib.Path, override: str | None) -> str:
@@ -137,8 +139,11 @@ def _plot(path, poses, result, k, errors, cameras=None, score_threshold: float =
                  + ("; lower row: the matches in 3D, seen from their camera" if with_3d else "") + ")", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.65 / fig.get_figheight(),
                         wspace=0.08, hspace=0.4)
+    from prpose.errors import writing
+
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    with writing(path):
+        fig.savefig(path, dpi=90)
 
 
 def _packaged_library(model_arg):
@@ -159,12 +164,19 @@ def _packaged_library(model_arg):
 
 def main(args) -> int:
     from prpose.commands.embed import embed_poses
-    from prpose.errors import PrposeError
+    from prpose.errors import PrposeError, check_fraction, check_output_file
     from prpose.inference import load_model
     from prpose.keypoint_io import read_keypoints
 
     if args.k < 1:
         raise PrposeError(f"--k {args.k}: expected a positive integer")
+    check_fraction(args.score_threshold, "--score-threshold")
+    plot = None
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+        plot = pathlib.Path(args.plot)
+        if not plot.suffix:  # matplotlib would add ".png" itself: name the file that is really written
+            plot = plot.with_name(plot.name + ".png")
     poses = read_keypoints(args.input, args.profile)
     library = None
     if args.index:
@@ -196,13 +208,13 @@ def main(args) -> int:
                          default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     else:
         print(_table(poses.ids, result, args.k, errors))
-    if args.plot:
+    if plot:
         cameras = None
         if library is not None:  # the library stores 3D poses and cameras: project the hits for the picture
             points, visible, cameras = library.views(result.ids.clip(min=0))
             result.metadata["keypoints2d"] = points.reshape(*result.ids.shape, *points.shape[1:])
             result.metadata["visible"] = visible.reshape(*result.ids.shape, *visible.shape[1:])
             cameras = cameras.reshape(*result.ids.shape, 3)
-        _plot(args.plot, poses, result, args.k, errors, cameras, args.score_threshold)
-        print(f"wrote {args.plot}")
+        _plot(plot, poses, result, args.k, errors, cameras, args.score_threshold)
+        print(f"wrote {plot}")
     return 0
