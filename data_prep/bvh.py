@@ -16,7 +16,6 @@ import dataclasses
 import os
 import pathlib
 import re
-import sys
 import time
 
 import numpy as np
@@ -294,16 +293,13 @@ def _write(args, takes: list[Take], rig: list, failed_files: list[str]) -> None:
     sequences = [common.SequenceInput(name=t.relpath, subject=t.subject, source=t.source, poses3d=t.poses,
                                       frames=t.frames) for t in takes]
     splits = {t.relpath: t.split for t in takes}
-    common.write_sequences(args.out, sequences, rig, splits, info=info, overwrite=args.overwrite,
-                           progress=sys.stderr.isatty())
+    common.write_sequences(args.out, sequences, rig, splits, info=info, overwrite=args.overwrite)
 
 
 def _progress(items):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return items
-    return tqdm(items, desc="prep bvh", unit="file", file=sys.stderr, disable=not sys.stderr.isatty())
+    from prpose.progress import progress
+
+    return progress(items, desc="prep bvh", unit="file")
 
 
 def _print_totals(takes: list[Take], seconds: float, out: str) -> None:

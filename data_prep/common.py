@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from prpose.camera import Camera
 from prpose.dataset import SPLITS, PreparedDataset, check_target, load_dataset, write_dataset
 from prpose.errors import PrposeError
+from prpose.progress import progress as progress_bar
 
 # Joints closer than this to the camera plane (metres) are treated as not visible: the perspective divide
 # is meaningless there.
@@ -208,7 +208,7 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
       rig: one rig (list of cameras) for all, a mapping subject -> rig, or a function sequence -> rig.
         All rigs must have the same number of cameras. Identical rigs are stored once.
       split: one split name for all, a mapping sequence name -> split, or a function sequence -> split.
-      progress: show a tqdm bar over sequences.
+      progress: report progress over sequences (prpose.progress).
     Returns:
       keyword arguments for ``prpose.dataset.write_dataset`` (everything but path, info, overwrite).
     Raises:
@@ -261,7 +261,7 @@ def assemble(sequences: Sequence[SequenceInput], rig: RigSpec, split: SplitSpec,
         out["detections_visible"] = np.zeros((n, c, 17), bool)
     labels = {k: [] for k in ("source", "subject", "sequence", "split")}
     start = 0
-    for seq, poses, frames, cams, split_name in tqdm(plan, desc="projecting", unit="seq", disable=not progress):
+    for seq, poses, frames, cams, split_name in progress_bar(plan, desc="projecting", unit="seq", enabled=progress):
         end = start + len(poses)
         out["poses3d"][start:end] = poses
         out["keypoints2d"][start:end], out["visibility"][start:end] = project_to_rig(poses, cams)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import sys
 import time
 
 BASELINES = ("oracle", "random", "2d", "expected-random")

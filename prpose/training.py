@@ -4,7 +4,7 @@
   1. load the train split onto the devices once (prpose.pairs), replicated on every device;
   2. build the embedder, the optimizer (optax) and the EMA of the parameters;
   3. resume from the latest complete checkpoint of ``workdir`` if asked;
-  4. loop: ``train_step`` (jitted), log metrics (tqdm + ``metrics.jsonl``), validate cross-view Hit@1 on the
+  4. loop: ``train_step`` (jitted), log metrics (progress + ``metrics.jsonl``), validate cross-view Hit@1 on the
      val split with the EMA weights (prpose.crossview), checkpoint; always checkpoint at the end.
 
 ``train_step`` is a pure function of (state, ema, arrays) run under ``jax.jit``: sample a batch -> camera
@@ -266,7 +266,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
       workdir: run directory: config.json, checkpoints/, metrics.jsonl.
       resume: continue from the latest complete checkpoint (refused if the model config differs).
         Without it, a workdir that already holds checkpoints is refused.
-      progress: show a tqdm progress bar.
+      progress: show progress (a bar on a terminal, periodic lines otherwise: prpose.progress).
       stop_at: stop (with a checkpoint) after this step, as if interrupted there; for tests and budgets.
       log: where one-line messages go.
       devices: devices of the data-parallel mesh (default all).
@@ -339,9 +339,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     last: dict[str, Any] = {}
     bar = None
     if progress:
-        from tqdm import tqdm
+        from prpose.progress import progress as progress_bar
 
-        bar = tqdm(total=end, initial=start, desc="train", dynamic_ncols=True, smoothing=0.1)
+        bar = progress_bar(total=end, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1)
     t_last, step_last = time.perf_counter(), start
     pending: list = []
     with open(metrics_path, "a") as metrics_file:

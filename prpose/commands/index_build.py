@@ -58,7 +58,6 @@ def main(args) -> int:
 
 def _build(args, out: pathlib.Path) -> int:
     import jax
-    from tqdm import tqdm
 
     from prpose import keypoints as kp
     from prpose.dataset import load_dataset
@@ -66,6 +65,7 @@ def _build(args, out: pathlib.Path) -> int:
     from prpose.index import MODEL_REF, PoseIndex
     from prpose.inference import load_model
     from prpose.normalize import normalize_2d
+    from prpose.progress import progress
 
     dataset = load_dataset(args.data)
     model = load_model(args.model)
@@ -77,7 +77,7 @@ def _build(args, out: pathlib.Path) -> int:
                       profile=model.input_profile, factory=args.factory)
     labels = {name: dataset.labels(name) for name in ("source", "subject", "sequence")}
     skipped = 0
-    with tqdm(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
+    with progress(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
         for column in columns:
             for start in range(0, rows.size, _CHUNK):
                 chunk = rows[start:start + _CHUNK]
