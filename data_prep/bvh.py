@@ -35,6 +35,7 @@ KNOWN_ADDED_FIRST_FRAME = (
 FPS_OVERRIDES = ((re.compile(r"(^|/)papagina__Auto_Conditioned_RNN_motion/train_data_bvh/salsa/[^/]+\.bvh$"), 60.0),)
 
 MIN_FRAMES = 10          # fewer frames (after dropping frame 0) = a reference skeleton, not motion
+MAX_EXTENT = 1e4         # metres: a joint farther than this from the origin is a corrupt value, not motion
 ANKLE_HEIGHT = 0.08      # metres: where "feet on the floor" puts the lowest ankles
 _JUMP_MIN = 0.05         # metres: mean joint jump frame 0 -> 1 that marks an added first frame ...
 _JUMP_RATIO = 20.0       # ... when it is also this many times the take's typical frame-to-frame motion
@@ -164,8 +165,10 @@ def convert_file(path: pathlib.Path, relpath: str, source: str, *, preset: Skele
                  drop_first_frame: str, stature: float = DEFAULT_STATURE) -> Take:
     """Parse and convert one file. Raises PrposeError (malformed) or _Skip (a reason to leave it out)."""
     motion = parse_bvh(path)
-    poses, used, _ = to_h36m17(motion, preset, stature=stature)
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme values are reported below, by frame
+        poses, used, _ = to_h36m17(motion, preset, stature=stature)
     frames_read = len(poses)
+    check_extent(poses, relpath)
     known = any(p.search(relpath) for p in KNOWN_ADDED_FIRST_FRAME)
     if drop_first_frame == "yes":
         drop = frames_read > 0
@@ -183,6 +186,20 @@ def convert_file(path: pathlib.Path, relpath: str, source: str, *, preset: Skele
     return Take(relpath=relpath, source=source, subject=subject_label(relpath), take_key=take_key(relpath),
                 poses=poses, frames=np.arange(len(poses)), preset=used.name, frames_read=frames_read,
                 dropped_first=drop, fps_in=fps_in, fps_out=fps_out)
+
+
+def check_extent(poses: np.ndarray, where: str) -> None:
+    """PrposeError naming ``where`` and the first bad frame if any joint position (T, 17, 3) is non-finite or
+    farther than ``MAX_EXTENT`` metres from the origin (one such value would overflow the whole take once it
+    is centred and stored as float32)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(poses) <= MAX_EXTENT).all(axis=(1, 2))  # NaN compares False: caught too
+    if bad.any():
+        frames = np.flatnonzero(bad)
+        worst = float(np.nanmax(np.abs(poses[frames[0]]))) if not np.isnan(poses[frames[0]]).all() else float("nan")
+        raise PrposeError(f"{where}: {frames.size} frame(s) with non-finite or extreme joint positions (first: frame "
+                          f"{int(frames[0])}, |coordinate| up to {worst:.3g} m); expected positions within "
+                          f"{MAX_EXTENT:g} m of the origin")
 
 
 class _Skip(Exception):

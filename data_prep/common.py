@@ -62,8 +62,8 @@ def check_poses(poses, where: str, num_joints: int = 17) -> np.ndarray:
     """Validate a (T, J, 3) pose array; return it as float64.
 
     Raises:
-      PrposeError naming ``where``: wrong rank/shape, empty, or non-finite values (with the count and the
-      first offending frame).
+      PrposeError naming ``where``: wrong rank/shape, empty, or values that are non-finite or overflow float32
+      (with the count and the first offending frame).
     """
     try:
         x = np.asarray(poses, dtype=np.float64)
@@ -73,12 +73,12 @@ def check_poses(poses, where: str, num_joints: int = 17) -> np.ndarray:
         raise PrposeError(f"{where}: poses have shape {x.shape}; expected (T, {num_joints}, 3)")
     if x.shape[0] == 0:
         raise PrposeError(f"{where}: sequence has no frames")
-    bad = ~np.isfinite(x)
+    bad = ~(np.abs(x) <= np.finfo(np.float32).max)  # non-finite, or not storable as float32 (datasets are)
     if bad.any():
         frames = np.unique(np.nonzero(bad)[0])
         raise PrposeError(
-            f"{where}: {int(bad.sum())} non-finite coordinate(s) in {frames.size} frame(s), first at frame "
-            f"{int(frames[0])}; expected finite positions"
+            f"{where}: {int(bad.sum())} non-finite or out-of-range coordinate(s) in {frames.size} frame(s), first at "
+            f"frame {int(frames[0])}; expected finite positions (|x| < 3.4e38, stored as float32)"
         )
     return x
 

@@ -294,7 +294,7 @@ def test_assemble_rejects_bad_sequences():
     rig = ring_rig(2, 4.0, 1.5)
     bad = _walker(4)
     bad[2, 5, 1] = np.nan
-    with pytest.raises(PrposeError, match=r"sequence 'b': 1 non-finite coordinate\(s\) in 1 frame\(s\), first at frame 2"):
+    with pytest.raises(PrposeError, match=r"sequence 'b': 1 non-finite or out-of-range coordinate\(s\) in 1 frame\(s\), first at frame 2"):
         common.assemble([common.SequenceInput("a", "S", "t", _walker()), common.SequenceInput("b", "S", "t", bad)],
                         rig, "train")
     with pytest.raises(PrposeError, match=r"sequence 'a': poses have shape \(5, 16, 3\); expected \(T, 17, 3\)"):

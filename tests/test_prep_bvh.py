@@ -129,3 +129,33 @@ def test_prep_bvh_missing_input_and_bad_fraction(tmp_path):
         prep.main(_args([tmp_path / "nope"], tmp_path / "ds"))
     with pytest.raises(PrposeError, match="--test-fraction must be in"):
         prep.main(_args([tmp_path], tmp_path / "ds", test_fraction=1.5))
+
+
+def test_prep_bvh_one_extreme_take_fails_alone_and_is_named(tmp_path, capsys):
+    """Issue 9, item 11: a value of 1e300 in one take used to overflow the whole dataset, naming no file."""
+    data = tmp_path / "mocap"
+    text = _write_takes(data)
+    lines = text.splitlines()
+    frame = lines.index("Frame Time: 0.0333333") + 5
+    values = lines[frame].split()
+    values[0] = "1e300"  # the root's x position in frame 4
+    lines[frame] = " ".join(values)
+    (data / "extreme.bvh").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ds"
+    assert prep.main(_args([data], out)) == 1  # written, with one failed file
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("extreme.bvh"))
+    assert "FAILED" in row and "frame 4" in row and "extreme joint positions" in row
+    ds = load_dataset(out)
+    assert sorted(set(ds.labels("sequence"))) == ["sub/walk_b.bvh", "walk_a.bvh"]  # the good takes are kept
+    assert ds.manifest["info"]["failed_files"] == ["extreme.bvh"]
+    assert np.isfinite(np.asarray(ds.poses3d)).all()
+
+
+def test_check_poses_names_the_sequence_for_values_beyond_float32():
+    from data_prep.common import check_poses
+
+    poses = np.zeros((3, 17, 3))
+    poses[1, 2, 0] = 1e300
+    with pytest.raises(PrposeError, match=r"sequence 'x': 1 non-finite or out-of-range coordinate\(s\) in 1 frame"):
+        check_poses(poses, "sequence 'x'")
