@@ -272,7 +272,9 @@ class PoseEmbedder:
             if s.shape != x.shape[:2]:
                 raise PrposeError(f"embed: scores have shape {s.shape}, expected {x.shape[:2]} (N, J)")
             visible = s >= score_threshold
-        finite = np.isfinite(x).all(axis=-1)
+        from prpose.normalize import MAX_COORDINATE
+
+        finite = (np.abs(x) <= MAX_COORDINATE).all(axis=-1)  # NaN, inf and overflowing magnitudes: unusable
         bad = visible & ~finite
         visible = visible & finite
         k_in, _ = kp.convert_partial(np.where(visible[..., None], x, 0.0), prof, target)
@@ -286,7 +288,8 @@ class PoseEmbedder:
         for row in np.flatnonzero(bad.any(axis=1) | ~valid):
             if bad[row].any():
                 names = [prof.joints[j] for j in np.flatnonzero(bad[row])]
-                reason = f"non-finite keypoint(s) with score >= {score_threshold}: {', '.join(names)}"
+                reason = (f"non-finite or extreme (beyond {MAX_COORDINATE:g}) keypoint(s) with score >= "
+                          f"{score_threshold}: {', '.join(names)}")
             elif torso_seen[row] < 2:
                 reason = (f"{int(torso_seen[row])} visible torso joint(s) (needs 2 of {', '.join(TORSO_JOINTS)}; "
                           f"scores >= {score_threshold})")

@@ -33,6 +33,9 @@ _THORAX = H36M17.index("thorax")
 # units, is degenerate. Inputs are pixels, metres or already-normalised units, for which real torsos are
 # orders of magnitude larger; all-zero/collapsed rows (e.g. padding, failed detections) fall below it.
 EPS = 1e-6
+# A 2D coordinate beyond this magnitude is unusable, like a non-finite one: squared torso distances of
+# float32 coordinates overflow near 1e19, which used to turn such a row into an all-zero "valid" pose.
+MAX_COORDINATE = 1e15
 
 
 def _as_float(x, name: str, fn: str):
@@ -104,7 +107,7 @@ def normalize_2d(keypoints, visible=None, profile: str | KeypointProfile = "inpu
     num_joints = prof.num_joints
     kp = _as_float(keypoints, "keypoints", fn)
     _check_shape(kp, num_joints, 2, "keypoints", fn, prof.name)
-    finite = jnp.all(jnp.isfinite(kp), axis=-1)  # (..., J)
+    finite = jnp.all(jnp.abs(kp) <= MAX_COORDINATE, axis=-1)  # (..., J); False for NaN/inf and overflow
     if visible is None:
         vis = finite
     else:
