@@ -36,10 +36,10 @@ import time
 import zipfile
 
 import numpy as np
-from tqdm import tqdm
 
 from data_prep.common import ConversionReport, SequenceInput, hash_split, write_sequences
 from prpose.camera import H36M_SUBJECTS, Camera, h36m_rig
+from prpose.progress import progress
 from prpose.dataset import check_target
 from prpose.errors import PrposeError
 from prpose.keypoints import H36M17, MPII16, convert, convert_partial
@@ -388,7 +388,7 @@ def main(args) -> int:
         report = ConversionReport()
         sequences, missing_files, nonfinite, files_read = [], [], 0, 0
         keys = sorted(data, key=lambda k: (_subject_order(k[0]), k[1]))
-        for subject, trial in tqdm(keys, desc="reading", unit="trial", disable=not detections):
+        for subject, trial in progress(keys, desc="reading", unit="trial", enabled=bool(detections)):
             positions = data[(subject, trial)]
             name = f"{subject}/{trial}"
             if wanted is not None and subject not in wanted:
