@@ -48,7 +48,7 @@ def test_string_keypoints_in_npz(pipeline, tmp_path, capsys):
     bad = tmp_path / "strings.npz"
     np.savez(bad, keypoints=np.full((2, 17, 2), "x"), profile="h36m17")
     assert _query(pipeline, bad) == 2
-    _one_line(capsys, bad, "malformed keypoint file")
+    _one_line(capsys, bad, "keypoints")
 
 
 def test_string_keypoints_and_list_image_id_in_coco_json(pipeline, tmp_path, capsys):
@@ -164,4 +164,4 @@ def test_broken_pipe_ends_quietly(pipeline):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE
-    assert first.startswith(b"[") and err == ""
+    assert first.startswith((b"[", b"{")) and err == ""

@@ -112,7 +112,7 @@ def test_query_refuses_an_index_built_by_another_model(pipeline, tmp_path, capsy
     [
         ({"keypoints": np.ones((2, 12, 2))}, "does not say which keypoint profile its 12 joints follow"),
         ({"keypoints": np.full((1, 17, 2), np.nan), "profile": "h36m17"},
-         "none of the 1 pose(s) in the input can be embedded (row 0 (row 0): non-finite keypoint(s)"),
+         "none of the 1 pose(s) in the input can be embedded (row 0 (row 0): non-finite or extreme"),
         ({"keypoints": np.ones((1, 17, 2)), "profile": "openpose"}, "unknown keypoint profile"),
     ],
 )
