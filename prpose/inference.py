@@ -272,7 +272,7 @@ class PoseEmbedder:
             if s.shape != x.shape[:2]:
                 raise PrposeError(f"embed: scores have shape {s.shape}, expected {x.shape[:2]} (N, J)")
             visible = s >= score_threshold
-        from prpose.normalize import MAX_COORDINATE
+        from prpose.numpy_forward import MAX_COORDINATE  # normalize.py's, without importing JAX
 
         finite = (np.abs(x) <= MAX_COORDINATE).all(axis=-1)  # NaN, inf and overflowing magnitudes: unusable
         bad = visible & ~finite

@@ -95,10 +95,9 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     Returns:
       {"arrays": {name: array}, "manifest": dict} for :func:`save_library`.
     """
-    from tqdm import tqdm
-
     from prpose import keypoints as kp
     from prpose.numpy_forward import normalize_2d
+    from prpose.progress import progress as progress_bar
 
     if not 0 < min_distance < 1:
         raise PrposeError(f"build_library: min_distance={min_distance!r}, expected a value in (0, 1) (NP-MPJPE)")
@@ -108,7 +107,7 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     sequences = dataset.codes("sequence")[rows]
     kept = []
     takes = np.unique(sequences)
-    for code in tqdm(takes, desc="distinct poses per take", unit="take", disable=not progress):
+    for code in progress_bar(takes, desc="distinct poses per take", unit="take", enabled=progress):
         take_rows = rows[sequences == code]
         take_rows = take_rows[np.argsort(np.asarray(dataset.frame[take_rows]), kind="stable")]
         kept.append(take_rows[distinct_frames(np.asarray(dataset.poses3d[take_rows]), min_distance)])
@@ -123,7 +122,8 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     entry_camera = np.tile(np.arange(num_cameras), len(pose_rows))[usable]
     means, stddevs = [], []
     chunk = 8192
-    for start in tqdm(range(0, int(usable.sum()), chunk), desc="embedding views", unit="chunk", disable=not progress):
+    for start in progress_bar(range(0, int(usable.sum()), chunk), desc="embedding views", unit="chunk",
+                              enabled=progress):
         sel = np.flatnonzero(usable)[start:start + chunk]
         emb = model.embed(flat_points[sel], profile="h36m17", scores=flat_visible[sel].astype(np.float32),
                           score_threshold=0.5)

@@ -26,6 +26,7 @@ BATCH_NORM_EPSILON = 1e-5   # flax.nnx.BatchNorm default
 LAYER_NORM_EPSILON = 1e-6   # flax.nnx.LayerNorm default
 STDDEV_EPSILON = 1e-6       # prpose.model.STDDEV_EPSILON (kept equal by a test)
 _NORMALIZE_EPS = 1e-6       # prpose.normalize.EPS
+MAX_COORDINATE = 1e15       # prpose.normalize.MAX_COORDINATE (kept equal by a test)
 
 #: prpose.normalize.TORSO_JOINTS (a test keeps them equal; importing normalize would import JAX).
 TORSO_JOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -41,7 +42,7 @@ def normalize_2d(keypoints: np.ndarray, visible: np.ndarray | None = None,
     prof = get_profile(profile)
     torso_idx = [prof.index(j) for j in TORSO_JOINTS]
     kp = np.asarray(keypoints, np.float32)
-    finite = np.isfinite(kp).all(axis=-1)
+    finite = (np.abs(kp) <= MAX_COORDINATE).all(axis=-1)  # NaN, inf and overflowing magnitudes: unusable
     vis = finite if visible is None else (np.asarray(visible, bool) & finite)
     kp = np.where(vis[..., None], kp, np.float32(0))
     torso = kp[:, torso_idx]

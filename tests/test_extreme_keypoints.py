@@ -56,3 +56,18 @@ def test_embedding_skips_extreme_rows_and_says_why():
     assert usable.rows.tolist() == [0, 2]
     assert len(usable.skipped) == 1 and usable.skipped[0][0] == 1 and "beyond 1e+15" in usable.skipped[0][1]
     np.testing.assert_allclose(usable.embeddings.mean[0], usable.embeddings.mean[1], atol=1e-6)
+
+
+def test_numpy_twin_applies_the_same_guard():
+    from prpose import normalize, numpy_forward
+
+    assert numpy_forward.MAX_COORDINATE == normalize.MAX_COORDINATE
+    for scale in (1e19, 1e25):
+        normalized, valid = numpy_forward.normalize_2d((POSE * np.float32(scale))[None])
+        assert not valid[0] and not normalized.any()
+    pose = POSE.copy()
+    pose[0] = 1e19
+    expected, _ = normalize_2d(pose)
+    normalized, valid = numpy_forward.normalize_2d(pose[None])
+    assert valid[0]
+    np.testing.assert_allclose(normalized[0], np.asarray(expected), atol=1e-6)
