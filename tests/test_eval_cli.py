@@ -22,7 +22,8 @@ def data(tmp_path_factory):
 
 def test_eval_cli_writes_json_with_settings_and_a_report(data, tmp_path, capsys):
     out, rep = tmp_path / "out.json", tmp_path / "report"
-    code = cli.main(["eval", "--data", str(data), "--every", "2", "--ks", "1", "5", "--occlusion",
+    code = cli.main(["eval", "--data", str(data), "--every", "2", "--ks", "1", "5", "--baselines", "oracle", "random",
+                     "2d", "expected-random", "--occlusion",
                      "--rates", "0", "0.3", "--patterns", "lower body", "--alignment", "--clip", "6", "--offset",
                      "2", "--probes", "--unseen-views", "--azimuths", "2", "--elevations", "0", "45", "--json",
                      str(out), "--report", str(rep)])

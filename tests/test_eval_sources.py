@@ -200,3 +200,16 @@ def test_head_as_nose_feeds_the_head_top_to_an_input13_embedder(data, embedder):
     g = baselines.EmbeddingMethod(embedder, "l2").features(det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d,
                                                           profile="h36m17")
     assert not np.allclose(f["mean"], g["mean"])
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.0])
+def test_match_rerank_equals_the_float64_reference(smoothing):
+    from prpose.matching import match_distance_np
+
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(5, 20, 16)).astype(np.float32)
+    x = (rng.normal(size=(5, 7, 20, 16)) * 2).astype(np.float32)
+    got = baselines._match_rerank(q, x, 1.9, 4.0, smoothing)
+    ref = match_distance_np(q[:, None].astype(np.float64), x.astype(np.float64), 1.9, 4.0, smoothing)
+    assert got.shape == (5, 7) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
