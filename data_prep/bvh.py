@@ -287,8 +287,9 @@ def main(args) -> int:
 
     print(report.table())
     if not takes:
-        raise PrposeError(
-            f"prep bvh: no file could be converted ({len(failed_files)} failed, {skipped} skipped); nothing written")
+        first = next((f"; first: {name}: {status}" for name, _, _, status in report.rows), "")
+        raise PrposeError(f"prep bvh: no file could be converted ({len(failed_files)} failed, {skipped} skipped)"
+                          f"{first}; nothing written")
     _write(args, takes, rig, failed_files)
     _print_totals(takes, time.perf_counter() - start, args.out)
     return 1 if failed_files else 0

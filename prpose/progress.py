@@ -3,25 +3,36 @@
 A tqdm bar redraws itself with carriage returns many times a second; written to a file or a pipe (a batch
 job's log) that is thousands of frames on one "line". So ``progress(...)`` returns a tqdm bar only when the
 stream is a terminal; otherwise a :class:`PlainProgress` that prints one line every ``interval`` seconds
-(and one at the end): ``train: 1200/5000 (24%), 41.3 s, 29.1 step/s, ETA 2.2 min, loss=0.412``.
+(environment variable ``PRPOSE_PROGRESS_INTERVAL``, default 30) and a last one at the end, once a task has
+run that long (a task that ends sooner prints nothing):
+``train: 1200/5000 (24%), 41.3 s, 29.1 step/s, ETA 2.2 min, loss=0.412``.
 Both support the part of tqdm's interface prpose uses: iteration, ``with``, ``update``, ``set_postfix``,
 ``close``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Iterable
 
-INTERVAL_S = 30.0  # seconds between plain progress lines
+INTERVAL_ENV = "PRPOSE_PROGRESS_INTERVAL"
+
+
+def _default_interval() -> float:
+    try:
+        return float(os.environ.get(INTERVAL_ENV, 30.0))
+    except ValueError:
+        return 30.0
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             initial: int = 0, enabled: bool = True, file=None, interval: float = INTERVAL_S, **tqdm_kwargs):
+             initial: int = 0, enabled: bool = True, file=None, interval: float | None = None, **tqdm_kwargs):
     """A progress reporter over ``iterable`` (or updated by hand up to ``total``) on ``file`` (default stderr).
 
-    ``enabled=False`` reports nothing (the iterable is still iterated). Extra keyword arguments go to tqdm.
+    ``enabled=False`` reports nothing (the iterable is still iterated). ``interval``: seconds between plain
+    lines (default: ``PRPOSE_PROGRESS_INTERVAL`` or 30). Extra keyword arguments go to tqdm.
     """
     file = sys.stderr if file is None else file
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -39,14 +50,16 @@ class PlainProgress:
     """Periodic one-line progress reports (for output that is not a terminal)."""
 
     def __init__(self, iterable=None, *, total=None, desc="", unit="it", initial=0, file=None,
-                 interval=INTERVAL_S, enabled=True):
+                 interval=None, enabled=True):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self._start_n = initial
         self.file = sys.stderr if file is None else file
-        self.interval, self.enabled = interval, enabled
+        self.interval = _default_interval() if interval is None else interval
+        self.enabled = enabled
         self.postfix = ""
         self._start = self._last = time.perf_counter()
         self._closed = False
+        self._printed = False
 
     def __iter__(self):
         for item in self.iterable:
@@ -75,9 +88,12 @@ class PlainProgress:
             self._print(now)
 
     def close(self) -> None:
+        """The last line, if the task ran long enough to report progress at all."""
         if not self._closed:
             self._closed = True
-            self._print(time.perf_counter())
+            now = time.perf_counter()
+            if self._printed or now - self._start >= self.interval:
+                self._print(now)
 
     def line(self, now: float) -> str:
         elapsed = now - self._start
@@ -95,6 +111,7 @@ class PlainProgress:
 
     def _print(self, now: float) -> None:
         if self.enabled:
+            self._printed = True
             print(self.line(now), file=self.file, flush=True)
 
 

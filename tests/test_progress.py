@@ -41,10 +41,13 @@ def test_log_gets_periodic_plain_lines_and_a_final_one(monkeypatch):
                      "train: 100/100 (100%), 80.0 s, 1.25 step/s, loss=0.412"]
 
 
-def test_iteration_and_disabled():
+def test_iteration_short_tasks_and_disabled():
     log = io.StringIO()
-    assert list(progress(range(5), desc="files", file=log)) == list(range(5))
-    assert log.getvalue().startswith("files: 5/5 (100%)")
+    assert list(progress(range(5), desc="files", file=log, interval=0.0)) == list(range(5))
+    assert log.getvalue().splitlines()[-1].startswith("files: 5/5 (100%)")
+    short = io.StringIO()
+    assert list(progress(range(5), desc="files", file=short)) == list(range(5))
+    assert short.getvalue() == ""  # done before the first report was due: nothing to say
     quiet = io.StringIO()
     assert list(progress(range(5), desc="files", file=quiet, enabled=False)) == list(range(5))
     assert quiet.getvalue() == ""
@@ -62,14 +65,17 @@ def test_every_progress_report_in_the_project_goes_through_the_helper():
 
 def test_commands_write_plain_lines_to_a_log(tmp_path):
     """`prpose prep synthetic` and `prpose train` with stderr redirected to a file, as in a batch job."""
+    import os
+
     log = tmp_path / "log.txt"
+    env = dict(os.environ, PRPOSE_PROGRESS_INTERVAL="0")  # a report at every update: these runs are short
     with open(log, "w") as err:
         for argv in (["prep", "synthetic", "--out", str(tmp_path / "d"), "--sequences", "6", "--frames", "20"],
                      ["train", "--config", "tiny", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"),
                       "--fast-compile", "--set", "steps=3", "eval_every=0", "checkpoint_every=3"]):
             code = subprocess.run([sys.executable, "-c", "import sys; from prpose.cli import main; "
                                    "sys.exit(main(sys.argv[1:]))", *argv], stdout=subprocess.DEVNULL, stderr=err,
-                                  timeout=300).returncode
+                                  env=env, timeout=300).returncode
             assert code == 0
     text = log.read_text()
     assert "\r" not in text
