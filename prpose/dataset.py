@@ -495,8 +495,8 @@ def load_dataset(path: str | os.PathLike) -> PreparedDataset:
             raise PrposeError(f"{mpath}: missing key {key!r}")
     if manifest["profile"] != PROFILE:
         raise PrposeError(f"{mpath}: profile {manifest['profile']!r}; expected {PROFILE!r}")
-    for key, kind in (("camera_names", list), ("rigs", list), ("tables", dict)):
-        if not isinstance(manifest[key], kind):
+    for key, kind in (("camera_names", list), ("rigs", list), ("tables", dict), ("info", dict)):
+        if key in manifest and not isinstance(manifest[key], kind):
             raise PrposeError(f"{mpath}: {key!r} is a {type(manifest[key]).__name__}; expected a {kind.__name__}")
     if not all(isinstance(name, str) for name in manifest["camera_names"]):
         raise PrposeError(f"{mpath}: 'camera_names' must be a list of strings")
