@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     for v in views:
         src = v.settings["source"]
         for m in methods:
-            r = protocol.cross_view_hit_at_k(m, v, KS, progress=lambda line: _say(f"  [{src}] {line}"))
+            line = protocol.pair_line(f"  [{src}] {m.name}", KS, time.perf_counter())
+            r = protocol.cross_view_hit_at_k(m, v, KS, progress=lambda *a: _say(line(*a)))
             results.append({"source": src, **r.to_dict()})
             _say(f"{src:>8}  {m.name}: " + " / ".join(f"{100 * x:.1f}" for x in r.mean) + f"  ({r.seconds:.0f} s)")
 

@@ -11,7 +11,8 @@ protocol code on the same queries (eval.protocol). `--source` picks the 2D keypo
 projected ground truth, the dataset's detections (Human3.6M: Stacked Hourglass), or both (then on the frames
 usable in both); the hit is always judged on the 3D poses. Ranking is two-stage by default (exact match
 distance / NP-MPJPE on the `--candidates` entries nearest by a cheap distance; `--exact` ranks all entries) and
-every method prints a line per camera pair with an estimate of the time left. `--json` records every number and
+every method reports progress per camera pair with an estimate of the time left (prpose.progress: a bar on a
+terminal, a plain line every 30 s in a log). `--json` records every number and
 the settings that produced it (dataset, split, 2D source, cameras, frame subsampling and drops, kappa, ranking,
 model fingerprints); `--report` writes markdown + PNGs.
 """
@@ -122,6 +123,7 @@ def run(args) -> dict:
     from eval import alignment, baselines, occlusion, probes, protocol, uncertainty
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
+    from prpose.progress import progress
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
@@ -196,9 +198,15 @@ def run(args) -> dict:
         for m in methods:
             if src != "gt" and isinstance(m, (baselines.OracleMethod, baselines.RandomMethod)) and len(all_views) > 1:
                 continue  # they ignore the 2D keypoints: one row is enough
-            f = protocol.compute_features(m, v)
-            r = protocol.cross_view_hit_at_k(m, v, ks, args.kappa, index_features=f,
-                                             progress=lambda line: _say(f"eval [{src}]: {line}"))
+            with progress(total=len(protocol.camera_pairs(v.num_cameras)), desc=f"eval [{src}] {m.name}",
+                          unit="pair") as bar:
+                def advance(done, total, pair, bar=bar):
+                    bar.set_postfix(pair=f"{pair.query_camera}->{pair.index_camera}",
+                                    hit1=f"{100 * pair.hit_rates[0]:.1f}%")
+                    bar.update(1)
+
+                f = protocol.compute_features(m, v)
+                r = protocol.cross_view_hit_at_k(m, v, ks, args.kappa, index_features=f, progress=advance)
             if v is views:
                 results.append(r)
                 features[m.name] = f

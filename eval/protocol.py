@@ -527,8 +527,8 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
     pairs: ordered camera pairs (default: all). query_visible / query_keypoints (N, C, J[, 2]): replace the
     queries' visibility / keypoints (occlusion experiments); the index always uses the clean views.
     index_features: precomputed clean features (list over cameras), to reuse across occlusion settings.
-    progress: optional callable(str), given one plain line after each camera pair (its Hit@k, the time so far
-    and an estimate of the time left), so long evaluations show where they are in logs and terminals alike.
+    progress: optional callable(done, total, pair: PairResult), called after each camera pair (`pair_line`
+    formats one plain line with an estimate of the time left; `prpose eval` feeds prpose.progress).
     """
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
@@ -543,7 +543,7 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
         query_features = index_features
     else:
         query_features = compute_features(method, views, query_visible, query_keypoints)
-    results, loop_start = [], time.perf_counter()
+    results = []
     pairs = list(pairs if pairs is not None else camera_pairs(views.num_cameras))
     for pi, (cq, ci) in enumerate(pairs):
         q_rows = np.flatnonzero(views.valid[:, cq])
@@ -575,13 +575,23 @@ def cross_view_hit_at_k(method: RetrievalMethod, views: ViewSet, ks: Sequence[in
         results.append(PairResult(views.camera_names[cq], views.camera_names[ci], hits.mean(axis=0), q_rows,
                                   hits, int(x_rows.size), np.concatenate(first)))
         if progress is not None:
-            spent = time.perf_counter() - start
-            left = (time.perf_counter() - loop_start) / (pi + 1) * (len(pairs) - pi - 1)
-            progress(f"{method.name}: pair {pi + 1}/{len(pairs)} ({views.camera_names[cq]} -> "
-                     f"{views.camera_names[ci]}, {q_rows.size} queries) Hit@{ks[0]} {100 * hits[:, 0].mean():.1f}%; "
-                     f"{spent:.0f} s, about {left:.0f} s left")
+            progress(pi + 1, len(pairs), results[-1])
     return CrossViewResult(method.name, ks, float(kappa), tuple(views.camera_names), results,
                            time.perf_counter() - start, dict(views.settings))
+
+
+def pair_line(name: str, ks: Sequence[int], start: float):
+    """A `progress` callback for cross_view_hit_at_k that returns one plain line per camera pair: its Hit@k,
+    the time since `start` (time.perf_counter()) and an estimate of the time left. Use as
+    `progress=lambda *a: print(line(*a))` with `line = pair_line(name, ks, time.perf_counter())`."""
+
+    def line(done: int, total: int, pair: PairResult) -> str:
+        spent = time.perf_counter() - start
+        return (f"{name}: pair {done}/{total} ({pair.query_camera} -> {pair.index_camera}, {pair.hits.shape[0]} "
+                f"queries) Hit@{ks[0]} {100 * pair.hit_rates[0]:.1f}%; {spent:.0f} s, about "
+                f"{spent / done * (total - done):.0f} s left")
+
+    return line
 
 
 def expected_random_result(views: ViewSet, ks: Sequence[int] = KS, kappa: float = KAPPA) -> dict:
