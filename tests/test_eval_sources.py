@@ -168,8 +168,10 @@ def test_two_stage_pose_ranking_equals_exact_on_its_candidates(data, candidates)
                                full[fin], rtol=1e-4, atol=1e-5)
 
 
-def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, capsys):
+def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, capsys, monkeypatch):
     from prpose import cli
+
+    monkeypatch.setenv("PRPOSE_PROGRESS_INTERVAL", "0")  # a progress line at every pair: this run is short
 
     out = tmp_path / "out.json"
     code = cli.main(["eval", "--data", str(data), "--source", "both", "--ks", "1", "5", "--baselines", "oracle",
@@ -177,7 +179,8 @@ def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, caps
     assert code == 0
     captured = capsys.readouterr()
     printed = captured.out
-    # Progress (prpose.progress): not a terminal here, so plain lines on stderr, the last one at 6/6 pairs.
+    # Progress (prpose.progress): not a terminal here, so plain lines on stderr, one per pair with an estimate.
+    assert "eval [detected] 2D keypoints: 1/6 (17%)" in captured.err and "ETA" in captured.err
     assert "eval [detected] 2D keypoints: 6/6 (100%)" in captured.err and "hit1=" in captured.err
     assert "joints the source lacks: nose" in printed
     res = json.loads(out.read_text())
