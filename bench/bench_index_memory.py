@@ -1,7 +1,8 @@
 """Working memory of `PoseIndex.search` against k: blocked (the default) vs one unbounded block (the old way).
 
 Issue 9 item 14: `prpose query` grew without bound with --k (2.9 GB for 32 queries at k = 2,500). The search now
-runs in blocks of at most `prpose.index._PAIR_BUDGET` (query, candidate) pairs. This script prints, for 32
+runs in blocks of a bounded number of (query, candidate) pairs (`prpose.index._PAIR_BUDGET` in the re-rank,
+`_CANDIDATE_BUDGET` in the FAISS stage). This script prints, for 32
 queries against N random Pr-VIPE-shaped entries (K = 20, D = 16), the peak memory allocated during one search
 (tracemalloc, which numpy reports to) and its wall time, with the blocked search and with one block holding
 every pair (budget = infinity, the behaviour before) in the same run.
@@ -35,13 +36,13 @@ def main() -> None:
     qm = means[: args.queries] + 0.05 * rng.normal(size=(args.queries, d)).astype(np.float32)
     qs = (qm[:, None] + 0.2 * rng.normal(size=(args.queries, kk, d))).astype(np.float32)
     idx.search(qm[:1], qs[:1], k=1, fingerprint="bench")  # build the FAISS stage outside the measurement
-    default_budget = index_mod._PAIR_BUDGET
+    default_budget = index_mod._PAIR_BUDGET, index_mod._CANDIDATE_BUDGET
     print(f"{n} entries (K={kk}, D={d}), {args.queries} queries, candidates = max(8k, 64)")
     print(f"{'k':>6} {'search':<22} {'peak MB':>8} {'seconds':>8}")
     for k in args.k:
         ids = {}
-        for label, budget in ((f"blocked ({default_budget} pairs)", default_budget), ("one block (before)", 1 << 62)):
-            index_mod._PAIR_BUDGET = budget
+        for label, budget in (("blocked", default_budget), ("one block (before)", (1 << 62, 1 << 62))):
+            index_mod._PAIR_BUDGET, index_mod._CANDIDATE_BUDGET = budget
             tracemalloc.start()
             start = time.perf_counter()
             ids[label] = idx.search(qm, qs, k=k, fingerprint="bench").ids
@@ -49,7 +50,7 @@ def main() -> None:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             print(f"{k:>6} {label:<22} {peak / 1e6:>8.0f} {seconds:>8.2f}")
-        index_mod._PAIR_BUDGET = default_budget
+        index_mod._PAIR_BUDGET, index_mod._CANDIDATE_BUDGET = default_budget
         first, second = ids.values()
         assert np.array_equal(first, second), "blocked and one-block searches disagree"
 

@@ -67,9 +67,12 @@ IVF_TRAIN_POINTS_PER_LIST = 64
 
 _SAMPLE_DTYPES = ("float32", "float16")
 _ENTRY_CHUNK = 1024  # entries per block in the brute-force scan: keeps a (K, chunk*K) block in cache
-#: (query, candidate) pairs per block of the two-stage search: bounds its working memory to about
+#: (query, candidate) pairs per block of the exact re-rank: bounds its working memory to about
 #: _PAIR_BUDGET x K x (K + 2 D) floats (~40 MB at K = 20, D = 16) whatever the number of queries and k.
 _PAIR_BUDGET = 8192
+#: (query, candidate) pairs per block of the FAISS candidate stage (~ pairs x (D + 6) x 4 bytes, ~11 MB at D = 16):
+#: larger than the re-rank blocks because FAISS answers big query batches faster.
+_CANDIDATE_BUDGET = 16 * _PAIR_BUDGET
 _MANIFEST_MAX_BYTES = 16 << 20
 _LOAD_ATTEMPTS = 50  # re-reads when a concurrent save replaces the directory while it is read
 _UNDERFLOW = 1e-30  # mean sigmoid below this -> recompute the row in float64 log space
@@ -512,7 +515,7 @@ class PoseIndex:
         fingerprint of the model that embedded the queries (`PoseEmbedder.fingerprint`); another model's
         embeddings are refused, since distances between two models' spaces mean nothing. Pass None only to
         skip that check deliberately. Results are identical whether the queries come in one batch or one at a
-        time; the work runs in blocks of at most _PAIR_BUDGET (query, candidate) pairs, so memory stays
+        time; the work runs in blocks of a bounded number of (query, candidate) pairs, so memory stays
         bounded for any Q and k (beyond the (Q, k) result itself).
 
         Why 8k: mean distance is only a proxy for d (an entry's spread also moves d). On 1M synthetic entries
@@ -532,7 +535,7 @@ class PoseIndex:
         wide = min(n, num + max(8, num // 8))
         index = self._ensure_faiss()
         self._set_search_params(index, wide)
-        block = max(1, _PAIR_BUDGET // wide)
+        block = max(1, _CANDIDATE_BUDGET // wide)
         parts = [self._search_block(index, qm[lo : lo + block], qs[lo : lo + block], num, wide, k)
                  for lo in range(0, max(len(qm), 1), block)]
         if len(parts) == 1:

@@ -544,6 +544,7 @@ def test_chunked_search_equals_one_block(monkeypatch):
     qm, qs = queries(9)
     whole = idx.search(qm, qs, k=20, fingerprint="model-abc")
     monkeypatch.setattr(index_mod, "_PAIR_BUDGET", 7)
+    monkeypatch.setattr(index_mod, "_CANDIDATE_BUDGET", 50)
     chunked = idx.search(qm, qs, k=20, fingerprint="model-abc")
     np.testing.assert_array_equal(chunked.ids, whole.ids)
     np.testing.assert_array_equal(chunked.distances, whole.distances)
