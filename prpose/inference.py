@@ -254,7 +254,9 @@ class PoseEmbedder:
             prof = kp.get_profile(target if profile is None else profile)
         except ValueError as e:
             raise PrposeError(f"embed: profile: {e}") from None
-        x = np.asarray(keypoints, dtype=np.float32) if not isinstance(keypoints, np.ndarray) else keypoints
+        x = np.asarray(keypoints)
+        if x.dtype.kind not in "fiub":
+            raise PrposeError(f"embed: keypoints have dtype {x.dtype}; expected numbers")
         if x.ndim != 3 or x.shape[1:] != (prof.num_joints, 2):
             raise PrposeError(f"embed: keypoints have shape {x.shape}, expected (N, {prof.num_joints}, 2) "
                               f"for profile {prof.name!r}")

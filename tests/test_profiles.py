@@ -139,3 +139,8 @@ def test_embed_usable_skips_unusable_rows_and_says_why(run14, data):
     np.testing.assert_allclose(out.embeddings.mean, whole.mean, rtol=1e-5, atol=1e-6)
     with pytest.raises(PrposeError, match=r"3 pose\(s\) cannot be embedded: rows \[1, 2, 3\]"):
         model.embed(k17, profile="h36m17", scores=scores)
+
+
+def test_embed_rejects_non_numeric_keypoints(run13):
+    with pytest.raises(PrposeError, match="keypoints have dtype <U1; expected numbers"):
+        load_model(run13).embed(np.full((1, 13, 2), "a"))
