@@ -294,7 +294,10 @@ def write_sequences(out_dir: str | os.PathLike, sequences: Sequence[SequenceInpu
         arrays["detections"] = detections
     elif detections is not None:
         raise PrposeError("write_sequences: a detections entry was given but no sequence has detections")
-    write_dataset(out_dir, **arrays, info=dict(info or {}), overwrite=overwrite)
+    from prpose.errors import writing
+
+    with writing(out_dir):  # a full disk names the dataset being written
+        write_dataset(out_dir, **arrays, info=dict(info or {}), overwrite=overwrite)
     return load_dataset(out_dir)
 
 

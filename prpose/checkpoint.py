@@ -225,17 +225,21 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(checkpoint_dir(self.run_dir), options=options, item_names=_ITEMS)
 
     def save(self, step: int, state, ema, meta: dict[str, Any]) -> None:
+        """Save synchronously; a failed write (a full disk) is reported with the checkpoint's path."""
+        from prpose.errors import writing
+
         ocp = self._ocp
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(to_storable(state)),
-                ema=ocp.args.StandardSave(to_storable(ema)),
-                meta=ocp.args.JsonSave(dict(meta, step=int(step))),
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        with writing(checkpoint_dir(self.run_dir) / str(int(step))):
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(to_storable(state)),
+                    ema=ocp.args.StandardSave(to_storable(ema)),
+                    meta=ocp.args.JsonSave(dict(meta, step=int(step))),
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
 
     def restore(self, step: int, state_template, ema_template):
         """Restore (state, ema, meta) of ``step`` with the structure, dtypes and shardings of the templates."""

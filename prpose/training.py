@@ -361,8 +361,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
                     raise PrposeError(f"step {step}: non-finite metrics {values}; lower train.learning_rate "
                                       "or set train.grad_clip")
                 last = {"step": step, **values}
-                metrics_file.write(json.dumps(last) + "\n")
-                metrics_file.flush()
+                _append_row(metrics_file, metrics_path, last)
                 if bar is not None:
                     bar.set_postfix(loss=f"{values['loss']:.3f}", trip=f"{values['triplet']:.3f}",
                                     active=f"{values['active_fraction']:.2f}", a=f"{values['a']:.2f}",
@@ -372,8 +371,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
             if config.eval_every and eval_split and (step % config.eval_every == 0 or step == end):
                 result = validate(config, ema, dataset, eval_split)
                 row = {"step": step, "eval": {k: v for k, v in result.items() if k != "per_pair"}}
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
+                _append_row(metrics_file, metrics_path, row)
                 last["eval"] = row["eval"]
                 log(f"step {step}: {eval_split} cross-view Hit@1 {100 * result['hit@1']:.1f}  "
                     f"Hit@10 {100 * result['hit@10']:.1f} ({result['num_frames']} frames)")
@@ -384,6 +382,15 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         bar.close()
     saver.close()
     return last
+
+
+def _append_row(file, path: pathlib.Path, row: dict) -> None:
+    """One JSON line into the open metrics file (a full disk is reported with the file's path)."""
+    from prpose.errors import writing
+
+    with writing(path):
+        file.write(json.dumps(row) + "\n")
+        file.flush()
 
 
 def _resume_dict(config: TrainConfig) -> dict:

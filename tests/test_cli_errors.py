@@ -165,3 +165,25 @@ def test_broken_pipe_ends_quietly(pipeline):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE
     assert first.startswith((b"[", b"{")) and err == ""
+
+
+def test_disk_full_while_training_or_preparing_names_the_output(pipeline, tmp_path, capsys, monkeypatch):
+    """ENOSPC from write()/flush() names no file: the dataset or checkpoint being written is named instead."""
+    import orbax.checkpoint as ocp
+
+    from prpose import dataset as dataset_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset_module.np, "save", full)
+        assert main(["prep", "synthetic", "--out", str(tmp_path / "d"), "--sequences", "2", "--frames", "5"]) == 2
+        _one_line(capsys, tmp_path / "d", "No space left on device", "disk is full")
+    assert not (tmp_path / "d").exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(ocp.CheckpointManager, "save", full)
+        code = main(["train", "--config", "tiny", "--data", str(pipeline / "data"), "--out", str(tmp_path / "r"),
+                     "--no-progress", "--fast-compile", "--set", "steps=2", "eval_every=0", "checkpoint_every=2"])
+    assert code == 2
+    _one_line(capsys, tmp_path.resolve() / "r" / "checkpoints" / "2", "No space left on device")
