@@ -654,8 +654,12 @@ class PoseIndex:
 
     # -- persistence --------------------------------------------------------------------------------------
 
-    def save(self, directory) -> pathlib.Path:
+    def save(self, directory, model_ref: Mapping | None = None) -> pathlib.Path:
         """Write the index to `directory` atomically (prpose.atomic: lock, temp directory, swap).
+
+        model_ref: optional JSON-able description of the model that built the index (`prpose index build`
+        gives its run directory and fingerprint), written as model.json in the same atomic replace. It is not
+        hashed: a user may edit it (for example after moving the run directory).
 
         Layout: manifest.json (written last), faiss.index (faiss.write_index), means.npy (N, D) float32,
         samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field. The manifest lists every file
@@ -699,6 +703,8 @@ class PoseIndex:
                 "files": {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in listed},
             }
             manifest["manifest_sha256"] = _manifest_digest(manifest)
+            if model_ref is not None:
+                (tmp / MODEL_REF).write_text(json.dumps(dict(model_ref), indent=1))
             _write_manifest(tmp / MANIFEST, manifest)
         return target
 

@@ -123,3 +123,20 @@ def test_query_names_a_missing_index(setup, tmp_path, capsys):
     assert main(["query", "--index", str(missing), "--input", str(queries)]) == 2
     line = _one_line_error(capsys, str(missing), "--index")
     assert "--model" not in line
+
+
+def test_model_reference_is_part_of_the_atomic_replace(setup, tmp_path, monkeypatch):
+    """model.json lands with the index in one swap: a crash right after the swap cannot leave an index without it."""
+    from prpose import atomic
+
+    out = tmp_path / "ix"
+    real_swap = atomic._swap
+
+    def swap_then_crash(tmp, target):
+        real_swap(tmp, target)
+        raise KeyboardInterrupt("killed right after the swap")
+
+    monkeypatch.setattr(atomic, "_swap", swap_then_crash)
+    assert _build(setup, out) == 130  # the CLI reports the interruption
+    reference = json.loads((out / "model.json").read_text())
+    assert reference["fingerprint"] == json.loads((out / "manifest.json").read_text())["fingerprint"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
 import numpy as np
@@ -62,7 +61,7 @@ def _build(args, out: pathlib.Path) -> int:
     from prpose import keypoints as kp
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
-    from prpose.index import MODEL_REF, PoseIndex
+    from prpose.index import PoseIndex
     from prpose.inference import load_model
     from prpose.normalize import normalize_2d
     from prpose.progress import progress
@@ -107,10 +106,8 @@ def _build(args, out: pathlib.Path) -> int:
                 bar.update(valid.size)
     if len(index) == 0:
         raise PrposeError(f"{args.data}: no view could be embedded ({skipped} skipped: torso not visible)")
-    index.save(out)
-    (out / MODEL_REF).write_text(json.dumps(
-        {"run_dir": str(pathlib.Path(args.model).resolve()), "fingerprint": model.fingerprint,
-         "dataset": str(pathlib.Path(args.data).resolve())}, indent=1))
+    index.save(out, model_ref={"run_dir": str(pathlib.Path(args.model).resolve()), "fingerprint": model.fingerprint,
+                               "dataset": str(pathlib.Path(args.data).resolve())})
     print(f"indexed {len(index)} views ({rows.size} frames x {len(columns)} cameras"
           f"{f', {skipped} skipped: torso not visible' if skipped else ''}) -> {out}")
     return 0
