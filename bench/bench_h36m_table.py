@@ -57,7 +57,7 @@ def build_methods(args, candidates):
     from eval.lifting import Lifter
     from prpose.inference import load_model
 
-    methods, models = [baselines.Keypoints2DMethod()], {}
+    methods, models = ([] if args.no_2d else [baselines.Keypoints2DMethod()]), {}
     if args.lifter:
         methods.append(baselines.LiftingMethod(Lifter(args.lifter).lift, candidates=candidates))
         models["3D lifting + NP-MPJPE"] = str(args.lifter)
@@ -97,10 +97,25 @@ def frame_accounting(dataset, views) -> dict:
     return out
 
 
+def print_table(results, frames, rankings) -> None:
+    _say("")
+    _say(f"Human3.6M S9/S11, {frames} frames x 4 cameras, 12 ordered camera pairs, Hit@1 / @10 / @20 (%), "
+         f"ranking {', '.join(rankings)}")
+    w = max([len("method")] + [len(r["method"]) for r in results]) + 2
+    _say(f"{'method':<{w}}{'2D':<10}{'ours':<22}published")
+    for src in ("gt", "detected"):
+        for r in results:
+            if r["source"] != src:
+                continue
+            pub = PUBLISHED.get(r["method"], {}).get(r["source"])
+            ours = " / ".join(f"{100 * r['mean'][f'hit@{k}']:.1f}" for k in KS)
+            _say(f"{r['method']:<{w}}{r['source']:<10}{ours:<22}{pub or '-'}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="prepared Human3.6M (format v2, with detections)")
+    p.add_argument("--data", help="prepared Human3.6M (format v2, with detections)")
     p.add_argument("--prvipe", help="Pr-VIPE run directory")
     p.add_argument("--l2vipe", help="L2-VIPE run directory (loss.embedding=l2)")
     p.add_argument("--lifter", help="lifting baseline run directory (eval.lifting)")
@@ -113,8 +128,26 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=100, help="two-stage ranking width (0: exact)")
     p.add_argument("--check-every", type=int, default=0,
                    help="also rank exactly on every n-th frame and print two-stage vs exact (0: skip)")
+    p.add_argument("--no-2d", action="store_true", help="leave out the 2D-keypoint row")
     p.add_argument("--json", help="write every number here")
+    p.add_argument("--tables", nargs="+", metavar="JSON",
+                   help="print one table from earlier --json outputs (rows evaluated in several runs) and exit")
     args = p.parse_args(argv)
+    if args.tables:
+        runs = [json.loads(pathlib.Path(t).read_text()) for t in args.tables]
+        frames = {r["frames"].get("gt", r["frames"].get("detected", {})).get("usable_frames") for r in runs}
+        if len(frames) != 1:
+            raise SystemExit(f"--tables: the runs used different frames ({sorted(map(str, frames))})")
+        print_table([row for r in runs for row in r["results"]], frames.pop(), sorted({r["ranking"] for r in runs}))
+        for r in runs:
+            for c in r.get("checks", []):
+                _say(f"check [{c['source']}] {c['method']} on {c['frames']} frames: two-stage "
+                     + " / ".join(f"{100 * x:.1f}" for x in c["two_stage"]) + " vs exact "
+                     + " / ".join(f"{100 * x:.1f}" for x in c["exact"])
+                     + ("; per-query hits identical" if c["identical_hits"] else "; per-query hits differ"))
+        return 0
+    if not args.data:
+        p.error("--data is required (unless --tables)")
 
     from eval import protocol
     from prpose.dataset import load_dataset
@@ -162,15 +195,8 @@ def main(argv=None) -> int:
                      + " / ".join(f"{100 * x:.1f}" for x in b.mean) + f" ({b.seconds:.0f} s); per-query hits "
                      + ("identical" if same else "differ"))
 
-    _say("")
-    _say(f"Human3.6M S9/S11, {views[0].num_frames} frames x 4 cameras, 12 ordered camera pairs, Hit@1 / @10 / @20 (%)"
-         f", ranking {'two-stage, %d candidates' % candidates if candidates else 'exact'}")
-    w = max(len(m.name) for m in methods) + 2
-    _say(f"{'method':<{w}}{'2D':<10}{'ours':<22}published")
-    for r in results:
-        pub = PUBLISHED.get(r["method"], {}).get(r["source"])
-        ours = " / ".join(f"{100 * r['mean'][f'hit@{k}']:.1f}" for k in KS)
-        _say(f"{r['method']:<{w}}{r['source']:<10}{ours:<22}{pub or '-'}")
+    print_table(results, views[0].num_frames,
+                [f"two-stage, {candidates} candidates" if candidates else "exact"])
     _say(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({
