@@ -8,8 +8,9 @@ Stages (each an ordinary prpose command, printed as it runs):
      Never the Bandai Namco clips (non-commercial, no derivatives) nor Human3.6M. Splits by take; the test takes
      are held out of training and of the library.
   2. train: ``prpose train --config cpu`` on the train split (timed).
-  3. package: ``prpose export`` into --out, ``prpose library build`` (train + val takes) into --out/library,
-     and reference.json (the example detections embedded, for the packaged-model test).
+  3. package: ``prpose export`` and ``prpose library build`` (train + val takes) into WORK/package, plus
+     reference.json (the example detections embedded, for the packaged-model test); then those files replace
+     the ones in --out (MODEL_CARD.md stays).
   4. eval: cross-view Hit@k on the held-out takes (bench/bench_robustness.py: clean, detector noise, missing
      joints, steep cameras) and, when PRPOSE_H36M is set, Human3.6M S9/S11 with ground-truth and detected 2D
      (bench/bench_h36m_table.py). The numbers go into MODEL_CARD.md by hand, with the command that made them.
@@ -22,6 +23,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +58,16 @@ def write_reference(model_dir: pathlib.Path) -> None:
     print(f"wrote {model_dir / 'reference.json'}")
 
 
+def install(staged: pathlib.Path, out: pathlib.Path) -> None:
+    """Copy a staged model (weights, config, manifest, reference, library) over --out, keeping its model card."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "weights.npz", "model.json", "reference.json"):
+        shutil.copyfile(staged / name, out / name)
+    shutil.rmtree(out / "library", ignore_errors=True)
+    shutil.copytree(staged / "library", out / "library")
+    print(f"installed {staged} -> {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mocap", default=str(REPO.parent / "shared" / "data" / "mocap"))
@@ -84,11 +96,13 @@ def main() -> int:
                                   "split": "train takes (prpose prep bvh default split, seed 0)"},
                 "training_command": "prpose " + shlex.join(train_cmd),
                 "training_seconds": seconds, "machine": f"{os.cpu_count()} CPU cores"}
-        run(prpose("export", "--model", str(run_dir), "--out", str(out), "--name", out.name, "--overwrite",
+        staged = work / "package" / out.name
+        run(prpose("export", "--model", str(run_dir), "--out", str(staged), "--name", out.name, "--overwrite",
                    "--info", json.dumps(info)))
-        run(prpose("library", "build", "--model", str(out), "--data", str(data), "--out", str(out / "library"),
-                   "--overwrite"))
-        write_reference(out)
+        run(prpose("library", "build", "--model", str(staged), "--data", str(data), "--out",
+                   str(staged / "library"), "--overwrite"))
+        write_reference(staged)
+        install(staged, out)
     if args.stage in ("all", "eval"):
         bench = REPO / "bench" / "bench_robustness.py"
         if bench.is_file():

@@ -26,8 +26,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 import types
 from typing import Any
 
@@ -134,7 +132,7 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
 
     Args:
       run_dir: a training run directory (``prpose train --out``).
-      out_dir: the directory to write (atomically: a temp directory renamed at the end).
+      out_dir: the directory to write (atomically, ``prpose.atomic.replacing``: the whole directory is replaced).
       step: checkpoint step (default: the latest complete one).
       name: the model's name (default: ``out_dir``'s name).
       info: free-form JSON-able provenance stored in model.json (training data, command, time, ...).
@@ -145,9 +143,10 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
     from prpose.config import load_config, model_fingerprint_dict, save_config
     from prpose.inference import load_model
 
+    from prpose import atomic
+
     out = pathlib.Path(out_dir)
-    if out.exists() and not overwrite:
-        raise PrposeError(f"{out} exists; pass --overwrite to replace it")
+    atomic.check_target(out, overwrite, is_exported, "prpose model")  # before the model is loaded
     if is_exported(run_dir):
         raise PrposeError(f"{run_dir} is already an exported model; export reads a training run directory")
     model = load_model(run_dir, step=step)
@@ -160,9 +159,8 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
     if fingerprint != model.fingerprint:  # the hashlib path must agree with the jax-tree path
         raise PrposeError(f"export: fingerprint mismatch ({fingerprint} vs {model.fingerprint}); please report")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is ordinary readable data
-    try:
+    with atomic.replacing(out, is_ours=is_exported, kind="prpose model", overwrite=overwrite) as tmp:
+        tmp.chmod(0o755)  # a model directory is ordinary readable data
         save_config(config, tmp)
         arrays = {n: a.astype(a.dtype.newbyteorder("<"), copy=False) for n, _, a in params_flat + stats_flat}
         np.savez(tmp / WEIGHTS, **arrays)
@@ -183,12 +181,6 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
             "info": info or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -24,8 +24,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -164,25 +162,26 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     return {"arrays": arrays, "manifest": manifest}
 
 
-def save_library(library: dict, directory: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
-    """Write :func:`build_library`'s result atomically (temp directory, manifest last, rename)."""
-    out = pathlib.Path(directory)
-    if out.exists() and not overwrite:
-        raise PrposeError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
+def is_library_dir(path: pathlib.Path) -> bool:
+    """Whether ``path`` holds a pose library (its manifest names the format)."""
     try:
+        return json.loads((pathlib.Path(path) / MANIFEST).read_text()).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_library(library: dict, directory: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+    """Write :func:`build_library`'s result atomically (``prpose.atomic.replacing``; manifest last)."""
+    from prpose import atomic
+
+    out = pathlib.Path(directory)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.replacing(out, is_ours=is_library_dir, kind="prpose pose library", overwrite=overwrite) as tmp:
+        tmp.chmod(0o755)
         np.savez_compressed(tmp / ARRAYS, **library["arrays"])
         manifest = dict(library["manifest"], files={ARRAYS: {"bytes": (tmp / ARRAYS).stat().st_size,
                                                              "sha256": _sha256(tmp / ARRAYS)}})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -60,7 +60,7 @@ def test_export_keeps_fingerprint_and_embeddings(run, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     with pytest.raises(PrposeError, match="exported model"):
         load_model(out, step=10)
-    with pytest.raises(PrposeError, match="exists; pass --overwrite"):
+    with pytest.raises(PrposeError, match="already holds a prpose model; pass overwrite"):
         export_model(root / "run", out)
 
 

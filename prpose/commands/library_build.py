@@ -22,17 +22,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    import pathlib
+
     from prpose.dataset import load_dataset
     from prpose.inference import load_model
     from prpose.library import PoseLibrary, build_library, save_library
 
-    import pathlib
+    from prpose import atomic
+    from prpose.library import is_library_dir
 
     out = pathlib.Path(args.out)
-    if out.exists() and not args.overwrite:
-        from prpose.errors import PrposeError
-
-        raise PrposeError(f"{out} exists; pass --overwrite to replace it")
+    atomic.check_target(out, args.overwrite, is_library_dir, "prpose pose library")  # before the long work
     dataset = load_dataset(args.data)
     model = load_model(args.model)
     library = build_library(model, dataset, splits=tuple(args.split), min_distance=args.min_distance, seed=args.seed,
