@@ -25,9 +25,13 @@ def test_default_and_named_model_are_the_packaged_weights():
     assert default.fingerprint == named.fingerprint == stored.fingerprint == stored.manifest["fingerprint"]
     assert stored.manifest["name"] == DEFAULT_MODEL
     # Trained only on data whose licence allows redistributing a derived model.
-    sources = stored.manifest["info"]["training_data"]["sources"]
-    assert set(sources) <= {"cmu", "fair1", "synthetic"}
-    assert not any(word in json.dumps(stored.manifest["info"]).lower() for word in ("bandai", "h36m", "human3.6m"))
+    info = stored.manifest["info"]
+    assert set(info["training_data"]["sources"]) <= {"cmu", "fair1", "synthetic"}
+    data = json.dumps(info["training_data"]).lower() + info["training_command"].lower()
+    assert not any(word in data for word in ("bandai", "h36m", "human3.6m"))
+    # Its detector-noise augmentation is not the Stacked Hourglass fit measured on Human3.6M.
+    assert stored.config.augment.detector_noise_probability == 0 or \
+        stored.config.augment.detector_noise_model.endswith("detector_noise_coco.json")
 
 
 @pytest.mark.parametrize("path", ["numpy", "jax"])
@@ -51,7 +55,7 @@ def test_packaged_library_matches_the_model_and_is_small():
     assert m["num_poses"] >= 1000 and m["num_entries"] >= 3 * m["num_poses"]
     assert "test" not in m["splits"]  # held-out takes stay out of the library
     size = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
-    assert size < 6_000_000, f"packaged model + library take {size} bytes"
+    assert size < 8_000_000, f"packaged model + library take {size} bytes"
 
 
 def test_readme_query_answers_without_jax(tmp_path):

@@ -79,7 +79,7 @@ def _table(ids, result, k, errors) -> str:
         lines.append(f"  {'rank':>4}  {'P(match)':>8}  {'source':<10} {'sequence':<44} {'frame':>6}  "
                      f"{'camera':<10}" + ("  NP-MPJPE to truth" if errors is not None else ""))
         for rank, hit in enumerate(result.rows(q)[:k], start=1):
-            line = (f"  {rank:>4}  {hit['probability']:8.4f}  {str(hit.get('source', '')):<10} "
+            line = (f"  {rank:>4}  {hit['probability']:8.4f}  {str(hit.get('source', ''))[:10]:<10} "
                     f"{str(hit.get('sequence', ''))[-44:]:<44} {hit.get('frame', ''):>6}  {hit.get('camera', ''):<10}")
             if errors is not None:
                 error = errors[q, rank - 1]
@@ -136,8 +136,9 @@ def _plot(path, poses, result, k, errors, cameras=None, score_threshold: float =
                 ax3.set_title(f"#{j + 1} in 3D", fontsize=7)
     fig.suptitle("query (left) and its best matches (blue = left limbs, red = right"
                  + ("; red title = not a 3D match" if errors is not None else "")
-                 + ("; lower row: the matches in 3D, seen from their camera" if with_3d else "") + ")", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.65 / fig.get_figheight(),
+                 + ("; lower row: the matches in 3D, seen from their camera" if with_3d else "") + ")", fontsize=9,
+                 y=1 - 0.2 / fig.get_figheight())
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 1.0 / fig.get_figheight(),
                         wspace=0.08, hspace=0.4)
     from prpose.errors import writing
 
