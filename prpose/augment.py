@@ -130,6 +130,7 @@ class AugmentConfig:
     detector_noise_probability: float = 0.0  # per view: simulated detector errors (prpose.detector_noise)
     detector_noise_scale: float = 1.0  # multiplies the fitted error spreads (1 = as measured)
     detector_noise_model: str = ""  # a noise-model JSON; "" = the packaged Stacked Hourglass fit
+    detection_probability: float = 0.0  # per view: the dataset's real detections (format v2) where it has them
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -140,7 +141,7 @@ class AugmentConfig:
         if self.box_size_range[1] <= 0.0:
             raise PrposeError(f"AugmentConfig.box_size_range: expected a positive size, got {self.box_size_range}")
         for name in ("projection_probability", "dropout_p_apply", "dropout_p_drop", "structured_probability",
-                     "detector_noise_probability"):
+                     "detector_noise_probability", "detection_probability"):
             set_(name, _check_probability(name, getattr(self, name)))
         if not (isinstance(self.depth, (int, float)) and math.isfinite(self.depth) and self.depth > 0):
             raise PrposeError(f"AugmentConfig.depth: expected a positive camera distance, got {self.depth!r}")
@@ -300,7 +301,7 @@ def project_random_views(poses3d_h36m17, key, config: AugmentConfig, profile: st
     return keypoints
 
 
-def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = "input13"):
+def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = "input13", with_choice: bool = False):
     """Per example, the real 2D keypoints or (with ``projection_probability``) a random view of the 3D pose.
 
     Call it once per view (anchor, positive) with different keys: each gets its own choice and camera.
@@ -311,8 +312,9 @@ def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = 
       poses3d: (B, 17, 3) normalised h36m17 poses of the same examples.
       key: a jax PRNG key.
       profile: the keypoint profile of ``real_2d`` and of the output.
+      with_choice: also return which examples were replaced by a projection.
     Returns:
-      (B, J, 2) normalised keypoints of ``profile``.
+      (B, J, 2) normalised keypoints of ``profile`` (and, with ``with_choice``, projected (B,) bool).
     """
     config = _check_config(config)
     _check_shape("real_2d", real_2d, (_num_joints(profile), 2))
@@ -323,7 +325,8 @@ def camera_augment(real_2d, poses3d, key, config: AugmentConfig, profile: str = 
     rotations = view_rotation(*_angles_from_uniform(u[:, :3], config))
     projected, valid = project_views(poses3d, rotations, config, profile, depth_from_uniform(u[:, 4], config))
     use = (u[:, 3] < config.projection_probability) & valid
-    return jnp.where(use[:, None, None], projected, real_2d)
+    out = jnp.where(use[:, None, None], projected, real_2d)
+    return (out, use) if with_choice else out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -337,20 +340,21 @@ def _noise_arrays(path: str, scale: float, profile: str):
     return dn.noise_arrays(dn.load_noise_model(path or None).scaled(scale), profile)
 
 
-def detector_noise(keypoints, key, config: AugmentConfig, profile: str = "input13"):
+def detector_noise(keypoints, key, config: AugmentConfig, profile: str = "input13", exclude=None):
     """Per example, with ``detector_noise_probability``: the keypoints as a detector would report them.
 
     The error model is :mod:`prpose.detector_noise` (fitted to Stacked Hourglass on Human3.6M's training
     subjects; ``detector_noise_model`` names another JSON), its spreads multiplied by ``detector_noise_scale``;
     the same model corrupts the robustness benchmark's queries (``corrupt_np``). Errors scale with each view's
-    own torso, so the input may be normalised or in pixels; the output is normalised again.
+    own torso; the corrupted views are normalised again.
 
     Args:
-      keypoints: (B, J, 2) keypoints of ``profile``, all visible (e.g. from :func:`camera_augment`).
+      keypoints: (B, J, 2) normalised keypoints of ``profile`` (e.g. from :func:`camera_augment`).
       key: a jax PRNG key.
+      exclude: optional (B,) bool, views never corrupted (real detections already carry a detector's errors).
     Returns:
-      (B, J, 2) normalised keypoints (``normalize_2d``); examples not chosen, or whose corrupted torso cannot be
-      normalised, are the input normalised.
+      (B, J, 2): corrupted views normalised (``normalize_2d``); views not chosen, excluded, or whose corrupted torso
+      cannot be normalised, are the input unchanged.
     """
     from prpose import detector_noise as dn
 
@@ -362,9 +366,10 @@ def detector_noise(keypoints, key, config: AugmentConfig, profile: str = "input1
     k_pick, k_noise = jax.random.split(key)
     noisy = dn.corrupt_jax(keypoints, k_noise, arrays)
     pick = jax.random.uniform(k_pick, keypoints.shape[:1]) < config.detector_noise_probability
-    normalized, valid = normalize_2d(jnp.where(pick[:, None, None], noisy, keypoints), profile=profile)
-    clean, _ = normalize_2d(keypoints, profile=profile)
-    return jnp.where(valid[:, None, None], normalized, clean)
+    if exclude is not None:
+        pick = pick & ~jnp.asarray(exclude, bool)
+    normalized, valid = normalize_2d(noisy, profile=profile)
+    return jnp.where((pick & valid)[:, None, None], normalized, keypoints)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -521,26 +526,29 @@ class Occlusion(NamedTuple):
     reverted: jax.Array
 
 
-def occlude_keypoints(keypoints, key, config: AugmentConfig, profile: str = "input13") -> Occlusion:
+def occlude_keypoints(keypoints, key, config: AugmentConfig, profile: str = "input13", visible=None) -> Occlusion:
     """Random + structured occlusion of a batch, re-normalised; over-occluded examples are left whole.
 
     Args:
-      keypoints: (B, J, 2) normalised keypoints of ``profile``, all visible (e.g. from :func:`camera_augment`).
+      keypoints: (B, J, 2) normalised keypoints of ``profile`` (e.g. from :func:`camera_augment`).
       key: a jax PRNG key.
       config: dropout and structured-occlusion settings.
       profile: the keypoints' profile.
+      visible: optional (B, J) bool, joints already missing before the occlusion (real detections); default all.
     Returns:
-      :class:`Occlusion`. Rows in ``reverted`` carry the input keypoints unchanged and all-visible masks.
+      :class:`Occlusion`. Rows in ``reverted`` carry the input keypoints unchanged and the prior visibility.
     """
     config = _check_config(config)
     num_joints = _num_joints(profile)
     _check_shape("keypoints", keypoints, (num_joints, 2))
     batch = np.shape(keypoints)[0]
     keypoints = jnp.asarray(keypoints, jnp.float32)
+    prior = jnp.ones((batch, num_joints), bool) if visible is None else jnp.asarray(visible, bool)
+    _check_shape("visible", prior, (num_joints,), batch=batch)
     u = jax.random.uniform(key, (batch, 1 + num_joints + _STRUCTURED_UNIFORMS))  # one draw (sample_view_angles)
-    visible = _random_dropout_from_uniform(u[:, :1 + num_joints], config.dropout_p_apply, config.dropout_p_drop)
+    visible = prior & _random_dropout_from_uniform(u[:, :1 + num_joints], config.dropout_p_apply, config.dropout_p_drop)
     visible = _structured_from_uniform(u[:, 1 + num_joints:], keypoints, config, visible, profile)
     occluded, valid = apply_visibility(keypoints, visible, profile)
-    visible = jnp.where(valid[:, None], visible, True)
+    visible = jnp.where(valid[:, None], visible, prior)
     occluded = jnp.where(valid[:, None, None], occluded, keypoints)
     return Occlusion(occluded, visible, visibility_to_h36m17(visible, profile), ~valid)

@@ -9,6 +9,11 @@ distinct usable cameras per frame entirely on the device (no Python per step), s
 jitted train step. :func:`sample_windows` does the same for windows of consecutive frames of one sequence
 (temporal Pr-VIPE), with one camera pair for the whole window.
 
+Real detections as views: a format-v2 dataset (prpose.dataset) may hold a detector's keypoints beside the
+projected ground truth (Stacked Hourglass on Human3.6M). With ``load_train_arrays(..., detections=True)`` they are
+normalised from the joints the detector gave, and ``sample_batch(..., detection_probability=p)`` makes each view
+the real detection with probability p (where that detection is usable), reporting which joints it shows.
+
 A view (frame, camera) is *usable* when its 2D normalisation is valid and all input keypoints are visible
 in that camera (inside the image and in front of it; the dataset's ``visibility``). Keypoints behind a
 camera have meaningless projections, and partial views are produced on purpose by keypoint dropout
@@ -47,6 +52,11 @@ class TrainArrays(NamedTuple):
     window_starts: (W,) int32 rows (into the kept arrays) where a window of ``window`` consecutive frames of
         one sequence starts; (0,) when window == 1.
     window_view_valid: (W, C) bool, cameras usable in every frame of the window.
+    detections2d: (N, C, J, 2) float32, the dataset's real detector keypoints (format v2), normalised from their
+        visible joints (zeros where invisible or unusable); (0, C, J, 2) when not loaded.
+    detections_visible: (N, C, J) bool, joints the detector gave (e.g. no nose for Stacked Hourglass).
+    detection_valid: (N, C) bool, usable detected views: the ground-truth view is usable and the detection's
+        torso normalises.
     """
 
     keypoints2d: jax.Array
@@ -55,6 +65,9 @@ class TrainArrays(NamedTuple):
     frame_ids: jax.Array
     window_starts: jax.Array
     window_view_valid: jax.Array
+    detections2d: jax.Array
+    detections_visible: jax.Array
+    detection_valid: jax.Array
 
 
 class Batch(NamedTuple):
@@ -64,6 +77,8 @@ class Batch(NamedTuple):
     poses3d: (B, 17, 3) normalised h36m17 3D poses (the label used for mining).
     anchor_camera, positive_camera: (B,) int32 camera slots, always distinct.
     frame: (B,) int32 rows into TrainArrays (window start for windows).
+    anchor_visible, positive_visible: (B, J) bool, joints present in the view (False only in real detections).
+    anchor_detected, positive_detected: (B,) bool, views that are real detections (not projected ground truth).
     """
 
     anchor2d: jax.Array
@@ -72,6 +87,10 @@ class Batch(NamedTuple):
     anchor_camera: jax.Array
     positive_camera: jax.Array
     frame: jax.Array
+    anchor_visible: jax.Array | None = None
+    positive_visible: jax.Array | None = None
+    anchor_detected: jax.Array | None = None
+    positive_detected: jax.Array | None = None
 
 
 @dataclasses.dataclass
@@ -86,6 +105,7 @@ class LoadReport:
     views_total: int
     views_unusable: int
     windows: int = 0
+    detection_views: int = 0  # usable detected views of the kept frames (0: none loaded)
 
     def summary(self) -> str:
         s = (f"{self.split}: kept {self.frames_kept}/{self.frames_in_split} frames "
@@ -94,6 +114,8 @@ class LoadReport:
              f"{self.views_unusable}/{self.views_total} views unusable)")
         if self.windows:
             s += f", {self.windows} windows"
+        if self.detection_views:
+            s += f"; {self.detection_views} usable real detected views"
         return s
 
 
@@ -115,7 +137,22 @@ def prepare_views(keypoints2d_h36m17, visibility_h36m17, profile: str = "input13
     return np.where(usable[..., None, None], normalized, 0.0).astype(np.float32), usable
 
 
-def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None, profile: str = "input13"):
+def prepare_detections(detections2d_h36m17, visible_h36m17, profile: str = "input13"):
+    """Convert (by joint name) and normalise real detected views from the joints the detector gave.
+
+    Returns (keypoints (..., J, 2) float32 normalised, visible (..., J) bool, usable (...) bool: the torso
+    normalises from the visible joints). Invisible joints are 0.
+    """
+    k = kp.convert(np.asarray(detections2d_h36m17, np.float32), "h36m17", profile)
+    v = kp.convert(np.asarray(visible_h36m17, bool), "h36m17", profile, axis=-1) & np.isfinite(k).all(axis=-1)
+    normalized, valid = _normalize_2d_jit(np.where(v[..., None], k, 0.0), v, profile=profile)
+    usable = np.asarray(valid)
+    v = v & usable[..., None]
+    return np.where(v[..., None], np.asarray(normalized, np.float32), 0.0).astype(np.float32), v, usable
+
+
+def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None, profile: str = "input13",
+                      detections: bool = False):
     """Load one split of a prepared dataset onto the devices, once.
 
     Args:
@@ -125,6 +162,8 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
         (same sequence, consecutive ``frame`` numbers, all kept).
       sharding: optional ``jax.sharding.Sharding`` for the arrays (replicated for data parallel training).
       profile: the model's input profile (``config.model.input_profile``).
+      detections: also load the dataset's real detections (format v2) as alternative views; ignored (with
+        ``detection_views`` 0 in the report) when the dataset has none.
     Returns:
       (TrainArrays, LoadReport).
     """
@@ -139,15 +178,26 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
     if num_cameras < 2:
         raise PrposeError(f"dataset has {num_cameras} camera(s); training pairs need at least 2")
 
-    k_parts, u_parts, p_parts, p_valid_parts = [], [], [], []
+    with_detections = detections and getattr(dataset, "detections2d", None) is not None
+    k_parts, u_parts, p_parts, p_valid_parts, d_parts = [], [], [], [], []
     for start in range(0, rows.size, _CHUNK):
         r = rows[start:start + _CHUNK]
         k, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r], profile)
         p, pv = _normalize_3d_jit(np.asarray(dataset.poses3d[r], np.float32))
         pv = np.asarray(pv) & np.isfinite(np.asarray(dataset.poses3d[r])).all(axis=(-1, -2))
         k_parts.append(k), u_parts.append(u), p_parts.append(np.asarray(p, np.float32)), p_valid_parts.append(pv)
+        if with_detections:
+            d_parts.append(prepare_detections(dataset.detections2d[r], dataset.detections_visible[r], profile))
     k2d, usable = np.concatenate(k_parts), np.concatenate(u_parts)
     p3d, p_valid = np.concatenate(p_parts), np.concatenate(p_valid_parts)
+    num_joints = k2d.shape[-2]
+    if with_detections:
+        d2d, d_vis, d_ok = (np.concatenate(parts) for parts in zip(*d_parts))
+        d_ok &= usable
+    else:
+        d2d = np.zeros((0, num_cameras, num_joints, 2), np.float32)
+        d_vis = np.zeros((0, num_cameras, num_joints), bool)
+        d_ok = np.zeros((0, num_cameras), bool)
 
     enough_views = usable.sum(axis=1) >= 2
     keep = p_valid & enough_views
@@ -168,9 +218,13 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
         if starts.size == 0:
             raise PrposeError(f"split {split!r}: no window of {window} consecutive usable frames of one sequence")
 
+    if with_detections:
+        d2d, d_vis, d_ok = d2d[keep], d_vis[keep], d_ok[keep]
+        report.detection_views = int(d_ok.sum())
     arrays = TrainArrays(
         keypoints2d=k2d[keep], view_valid=usable[keep], poses3d=p3d[keep],
-        frame_ids=rows[keep].astype(np.int32), window_starts=starts, window_view_valid=window_valid)
+        frame_ids=rows[keep].astype(np.int32), window_starts=starts, window_view_valid=window_valid,
+        detections2d=d2d, detections_visible=d_vis, detection_valid=d_ok)
     put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
     return TrainArrays(*(put(x) for x in arrays)), report
 
@@ -211,18 +265,35 @@ def _camera_pair(key, valid):
     return first.astype(jnp.int32), second.astype(jnp.int32)
 
 
-def sample_batch(key, arrays: TrainArrays, batch_size: int) -> Batch:
-    """Draw ``batch_size`` examples (jittable; ``batch_size`` static): frames uniformly with replacement,
-    then an ordered pair of distinct usable cameras per frame, uniformly."""
-    k_frame, k_cam = jax.random.split(key)
+def sample_batch(key, arrays: TrainArrays, batch_size: int, detection_probability: float = 0.0) -> Batch:
+    """Draw ``batch_size`` examples (jittable; ``batch_size`` and ``detection_probability`` static): frames
+    uniformly with replacement, then an ordered pair of distinct usable cameras per frame, uniformly. Each view is
+    independently the real detection (with ``detection_probability``, where ``detection_valid``) or the projected
+    ground truth; the Batch's visibility / detected fields are always set."""
+    k_frame, k_cam, k_det = jax.random.split(key, 3)
     n = arrays.poses3d.shape[0]
     frame = jax.random.randint(k_frame, (batch_size,), 0, n, dtype=jnp.int32)
     anchor_cam, positive_cam = _camera_pair(k_cam, arrays.view_valid[frame])
+    num_joints = arrays.keypoints2d.shape[-2]
+
+    def view(cam, u):
+        gt = arrays.keypoints2d[frame, cam]
+        all_visible = jnp.ones((batch_size, num_joints), bool)
+        if detection_probability <= 0 or arrays.detections2d.shape[0] == 0:
+            return gt, all_visible, jnp.zeros((batch_size,), bool)
+        detected = (u < detection_probability) & arrays.detection_valid[frame, cam]
+        keypoints = jnp.where(detected[:, None, None], arrays.detections2d[frame, cam], gt)
+        visible = jnp.where(detected[:, None], arrays.detections_visible[frame, cam], all_visible)
+        return keypoints, visible, detected
+
+    u = jax.random.uniform(k_det, (2, batch_size))
+    anchor2d, anchor_visible, anchor_detected = view(anchor_cam, u[0])
+    positive2d, positive_visible, positive_detected = view(positive_cam, u[1])
     return Batch(
-        anchor2d=arrays.keypoints2d[frame, anchor_cam],
-        positive2d=arrays.keypoints2d[frame, positive_cam],
-        poses3d=arrays.poses3d[frame],
-        anchor_camera=anchor_cam, positive_camera=positive_cam, frame=frame)
+        anchor2d=anchor2d, positive2d=positive2d, poses3d=arrays.poses3d[frame],
+        anchor_camera=anchor_cam, positive_camera=positive_cam, frame=frame,
+        anchor_visible=anchor_visible, positive_visible=positive_visible,
+        anchor_detected=anchor_detected, positive_detected=positive_detected)
 
 
 def sample_windows(key, arrays: TrainArrays, batch_size: int, window: int) -> Batch:

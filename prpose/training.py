@@ -124,7 +124,7 @@ def ema_decay_at(decay: float, step):
 def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, tx, config: TrainConfig,
                data_sharding=None):
     """One optimisation step (pure; jit it with the keyword arguments bound). Returns (state, ema, metrics)."""
-    from prpose.augment import detector_noise, occlude_keypoints
+    from prpose.augment import detector_noise, occlude_keypoints, visibility_to_h36m17
     from prpose.losses import pr_vipe_loss
     from prpose.mining import pose_distance_matrix
 
@@ -138,28 +138,38 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     if config.window > 1:
         batch = sample_windows(k_batch, arrays, config.batch_size, config.window)
     else:
-        batch = sample_batch(k_batch, arrays, config.batch_size)
+        batch = sample_batch(k_batch, arrays, config.batch_size, aug.detection_probability)
     if data_sharding is not None:
         batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch)
 
-    # 2. Camera augmentation (each view independently, p = projection_probability) and occlusion.
-    def views(x2d, k_aug, k_occ):
+    # 2. Camera augmentation (each view independently, p = projection_probability), simulated detector errors
+    # (not on real detections), occlusion. A view drawn from real detections (pairs.sample_batch) may miss
+    # joints: its visibility goes to occlusion, the model and mining; a projection replaces it by a whole view.
+    def views(x2d, prior_visible, detected, k_aug, k_occ):
         lead = x2d.shape[:-2]  # (B,) or (B, T)
         flat2d, flat3d = x2d.reshape(-1, num_joints, 2), batch.poses3d.reshape(-1, 17, 3)
         if aug.projection_probability > 0:
-            flat2d = _camera_augment(flat2d, flat3d, k_aug, aug, lead, profile)
+            flat2d, projected = _camera_augment(flat2d, flat3d, k_aug, aug, lead, profile)
+            if detected is not None:
+                prior_visible = prior_visible | projected[:, None]
+                detected = detected & ~projected
         if aug.detector_noise_probability > 0:
-            flat2d = detector_noise(flat2d, jax.random.fold_in(k_aug, 1), aug, profile)
+            flat2d = detector_noise(flat2d, jax.random.fold_in(k_aug, 1), aug, profile, exclude=detected)
         visible, visible3d = None, None
         if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
-            occ = occlude_keypoints(flat2d, k_occ, aug, profile)
+            occ = occlude_keypoints(flat2d, k_occ, aug, profile, prior_visible)
             flat2d = occ.keypoints
             visible = occ.visible.reshape(*lead, num_joints) if aug.emit_visibility else None
             visible3d = occ.visible3d.reshape(*lead, 17)
+        elif aug.detection_probability > 0 and prior_visible is not None:
+            visible = prior_visible.reshape(*lead, num_joints)
+            visible3d = visibility_to_h36m17(prior_visible, profile).reshape(*lead, 17)
         return flat2d.reshape(*lead, num_joints, 2), visible, visible3d
 
-    anchor2d, anchor_vis, anchor_vis3d = views(batch.anchor2d, k_aug_a, k_occ_a)
-    positive2d, positive_vis, _ = views(batch.positive2d, k_aug_p, k_occ_p)
+    anchor2d, anchor_vis, anchor_vis3d = views(batch.anchor2d, batch.anchor_visible, batch.anchor_detected,
+                                               k_aug_a, k_occ_a)
+    positive2d, positive_vis, _ = views(batch.positive2d, batch.positive_visible, batch.positive_detected,
+                                        k_aug_p, k_occ_p)
     inputs = jnp.concatenate([anchor2d, positive2d])
     visible = None if anchor_vis is None else jnp.concatenate([anchor_vis, positive_vis])
 
@@ -201,12 +211,14 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
 def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
     """Per example (per window: one camera for all its frames), the real view or a random virtual camera's.
 
+    Returns (keypoints (M, J, 2), projected (M,) bool: the views replaced by a projection).
+
     flat2d (M, J, 2) in the input ``profile``, flat3d (M, 17, 3) with M = prod(lead); lead = (B,) or (B, T).
     """
     from prpose.augment import camera_augment, depth_from_uniform, project_views, random_view_rotations
 
     if len(lead) == 1:
-        return camera_augment(flat2d, flat3d, key, aug, profile)
+        return camera_augment(flat2d, flat3d, key, aug, profile, with_choice=True)
     batch, frames = lead
     k_choice, k_view, k_depth = jax.random.split(key, 3)
     rotations = jnp.repeat(random_view_rotations(k_view, batch, aug), frames, axis=0)
@@ -214,7 +226,7 @@ def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
     projected, valid = project_views(flat3d, rotations, aug, profile, depth)
     use = jax.random.bernoulli(k_choice, aug.projection_probability, (batch,))
     use = jnp.repeat(use & valid.reshape(batch, frames).all(axis=1), frames)
-    return jnp.where(use[:, None, None], projected, flat2d)
+    return jnp.where(use[:, None, None], projected, flat2d), use
 
 
 # --- data parallel helpers -----------------------------------------------------------------------------------
@@ -276,6 +288,10 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     from prpose.dataset import load_dataset
 
     workdir = pathlib.Path(workdir)
+    if config.augment.detection_probability > 0 and not config.augment.emit_visibility:
+        raise PrposeError("augment.detection_probability > 0 needs augment.emit_visibility=true (and a model.mask_mode "
+                          "other than none): real detections miss joints (Stacked Hourglass has no nose), which the "
+                          "model must see as missing")
     existing = ckpt.latest_step(workdir)
     if existing is not None and not resume:
         raise PrposeError(f"{workdir} already holds checkpoints (latest step {existing}); pass --resume to "
@@ -296,8 +312,12 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
 
     dataset = load_dataset(data_dir)
     arrays, report = load_train_arrays(dataset, "train", window=config.window, sharding=NamedSharding(mesh, P()),
+                                       detections=config.augment.detection_probability > 0 and config.window == 1,
                                        profile=config.model.input_profile)
     log(f"train data: {report.summary()}")
+    if config.augment.detection_probability > 0 and not report.detection_views:
+        log("augment.detection_probability: the dataset holds no usable real detections"
+            + (" (temporal runs use none)" if config.window > 1 else "") + "; every view is projected ground truth")
     eval_split = _eval_split(dataset, config.eval_split) if config.window == 1 else None
     if config.eval_every and eval_split is None:
         log("validation disabled: " + ("temporal runs are not validated cross-view" if config.window > 1

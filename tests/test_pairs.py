@@ -135,3 +135,62 @@ def test_sharded_load_replicates(tmp_path):
     arrays, _ = load_train_arrays(ds, "train", sharding=rep)
     assert arrays.keypoints2d.sharding.is_equivalent_to(rep, 4)
     assert isinstance(arrays.poses3d, jnp.ndarray)
+
+
+def _dataset_with_detections(tmp_path, n=40, c=4, seed=1):
+    """A format-v2 dataset: detections = ground truth shifted by a known offset, no nose (like Stacked
+    Hourglass), camera 3 without detections, frame 0 camera 1 with a collapsed detected torso."""
+    rng = np.random.default_rng(seed)
+    poses = rng.normal(size=(n, 17, 3)).astype(np.float32)
+    k2d = (rng.normal(size=(n, c, 17, 2)) * 100 + 500).astype(np.float32)
+    vis = np.ones((n, c, 17), bool)
+    det = k2d + np.float32(7.0)
+    det[:, :, 9] = 0.0  # h36m17 index 9: nose (absent)
+    dvis = np.ones((n, c, 17), bool)
+    dvis[:, :, 9] = False
+    dvis[:, 3] = False
+    det[:, 3] = 0.0
+    det[0, 1, :] = 300.0  # collapsed
+    write_dataset(
+        tmp_path / "ds2", poses3d=poses, keypoints2d=k2d, visibility=vis, rigs=_rigs(c),
+        rig_index=np.zeros(n, np.int16), source=["t"] * n, subject=["s"] * n, sequence=["a"] * n,
+        split=["train"] * n, frame=np.arange(n, dtype=np.int32), camera_names=[f"c{i}" for i in range(c)],
+        detections2d=det, detections_visible=dvis, detections={"detector": "test", "profile": "mpii16"})
+    return load_dataset(tmp_path / "ds2"), k2d, det
+
+
+def test_detections_load_as_alternative_views(tmp_path):
+    ds, k2d, det = _dataset_with_detections(tmp_path)
+    plain, report = load_train_arrays(ds, "train")
+    assert plain.detections2d.shape[0] == 0 and report.detection_views == 0
+    arrays, report = load_train_arrays(ds, "train", detections=True)
+    n, c = 40, 4
+    assert arrays.detections2d.shape == (n, c, 13, 2)
+    valid = np.asarray(arrays.detection_valid)
+    assert not valid[:, 3].any() and not valid[0, 1] and valid.sum() == n * 3 - 1 == report.detection_views
+    assert "usable real detected views" in report.summary()
+    vis = np.asarray(arrays.detections_visible)
+    assert not vis[..., 0].any() and vis[valid][:, 1:].all()  # input13 joint 0 = nose, absent
+    # Values: normalised from the visible joints (the hips and shoulders define the frame; the nose is 0).
+    k13 = kp.convert(det[2, 0], "h36m17", "input13").astype(np.float64)
+    want = _norm2d_reference(k13)
+    want[0] = 0.0
+    np.testing.assert_allclose(np.asarray(arrays.detections2d[2, 0]), want, atol=1e-5)
+
+
+def test_sample_batch_mixes_detections_and_ground_truth(tmp_path):
+    ds, _, _ = _dataset_with_detections(tmp_path)
+    arrays, _ = load_train_arrays(ds, "train", detections=True)
+    sample = jax.jit(sample_batch, static_argnames=("batch_size", "detection_probability"))
+    b = sample(jax.random.key(0), arrays, batch_size=512, detection_probability=0.5)
+    det = np.asarray(b.anchor_detected)
+    cam = np.asarray(b.anchor_camera)
+    assert not det[cam == 3].any()  # no detections there
+    assert 0.35 < det[cam != 3].mean() < 0.65
+    vis = np.asarray(b.anchor_visible)
+    assert vis[~det].all() and not vis[det, 0].any()
+    frames = np.asarray(b.frame)
+    np.testing.assert_allclose(np.asarray(b.anchor2d)[det], np.asarray(arrays.detections2d)[frames[det], cam[det]])
+    np.testing.assert_allclose(np.asarray(b.anchor2d)[~det], np.asarray(arrays.keypoints2d)[frames[~det], cam[~det]])
+    off = sample(jax.random.key(0), arrays, batch_size=64, detection_probability=0.0)
+    assert not np.asarray(off.anchor_detected).any() and np.asarray(off.anchor_visible).all()
