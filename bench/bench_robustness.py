@@ -17,7 +17,8 @@ and 45 degree cameras):
   5 m away, 90 degrees apart (eval.protocol.elevation_ring_cameras, views_from_cameras);
 * with --h36m DIR (a prepared Human3.6M dataset with detections, format v2): its test split (S9/S11) with
   ground-truth 2D and with the detector's 2D (queries and index; eval.protocol.views_from_dataset's source),
-  every --h36m-every-th frame (the two rows may keep different frames: each drops its unusable views).
+  every --h36m-every-th frame (the two rows may keep different frames: each drops its unusable views). With
+  ``--data none`` only these rows run, and ratios are relative to the GT-2D row.
 
 Hit@k, the frame rule and the hit test are eval.protocol's. Random draws are seeded (--seed): every method sees
 the same corrupted / occluded queries.
@@ -59,57 +60,33 @@ def pelvis_centred(poses_world: np.ndarray) -> np.ndarray:
 
 
 def run(args) -> dict:
-    from prpose import detector_noise as dn
-    from prpose.dataset import load_dataset
     from prpose.inference import load_model
 
     t0 = time.perf_counter()
     ks = tuple(args.ks)
     embedder = load_model(args.model)
     methods = [baselines.EmbeddingMethod(embedder, "match", name="Pr-VIPE"), baselines.Keypoints2DMethod()]
-    dataset = load_dataset(args.data)
-    views = protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames)
-    rng = np.random.default_rng(args.seed)
-    noise_model = dn.load_noise_model(args.noise_model)
-    print(f"bench_robustness: model {args.model} (step {embedder.step}, {embedder.fingerprint}); data {args.data} "
-          f"split {args.split} every {args.every} -> {views.num_frames} frames x {views.num_cameras} cameras; "
-          f"noise model {args.noise_model or dn.DEFAULT_MODEL_PATH}; seed {args.seed}", flush=True)
-
-    # Every setting as (row name, function(method, index_features) -> CrossViewResult).
-    noisy = dataclasses.replace(views, keypoints2d=dn.corrupt_np(views.keypoints2d, rng, noise_model).astype(
-        np.float32))
-    settings = [("clean", lambda m, f: protocol.cross_view_hit_at_k(m, views, ks, index_features=f)),
-                ("detector noise", lambda m, f: protocol.cross_view_hit_at_k(m, noisy, ks))]
-    for count in (1, 2, 3):
-        mask = missing_limb_mask(views.visible.shape[:2], count, rng) & views.visible
-        settings.append((f"{count} missing limb joint{'s' if count > 1 else ''}",
-                         lambda m, f, mask=mask: protocol.cross_view_hit_at_k(m, views, ks, query_visible=mask,
-                                                                               index_features=f)))
-    for pattern in PART_PATTERNS:
-        mask = occlusion.occluded_queries(views, pattern)
-        settings.append((f"occluded {pattern}", lambda m, f, mask=mask: protocol.cross_view_hit_at_k(
-            m, views, ks, query_visible=mask, index_features=f)))
-    world = pelvis_centred(np.asarray(dataset.poses3d[views.rows], np.float64))
-    for elevation in ELEVATIONS:
-        cams = protocol.elevation_ring_cameras(4, (elevation,), distance=5.0)
-        rig = protocol.views_from_cameras(world, cams, rows=views.rows)
-        settings.append((f"ring at {elevation:g} deg", lambda m, f, rig=rig: protocol.cross_view_hit_at_k(m, rig, ks)))
+    settings = mocap_settings(args, ks) if args.data != "none" else []
     if args.h36m:
         for source, label in (("gt", "GT 2D"), ("detected", "detected 2D")):
             h36m = protocol.views_from_dataset(args.h36m, "test", args.h36m_every, source=source)
             print(f"H36M {args.h36m} test every {args.h36m_every}, {label}: {h36m.num_frames} frames "
                   f"({h36m.settings['dropped_frames']} dropped)", flush=True)
-            settings.append((f"H36M S9/S11 {label}", lambda m, f, v=h36m: protocol.cross_view_hit_at_k(m, v, ks)))
+            settings.append((f"H36M S9/S11 {label}", lambda m, f, v=h36m: protocol.cross_view_hit_at_k(m, v, ks), None))
+    if not settings:
+        raise SystemExit("bench_robustness: nothing to run (--data none and no --h36m)")
+    print(f"bench_robustness: model {args.model} (step {embedder.step}, {embedder.fingerprint}); ratios relative "
+          f"to the row {settings[0][0]!r}", flush=True)
 
     rows = []
     for method in methods:
-        features = protocol.compute_features(method, views)
+        features = protocol.compute_features(method, settings[0][2]) if settings[0][2] is not None else None
         clean = None
-        for name, fn in settings:
+        for name, fn, _ in settings:
             start = time.perf_counter()
             result = fn(method, features)
             hits = {f"hit@{k}": float(v) for k, v in zip(result.ks, result.mean)}
-            clean = hits if name == "clean" else clean
+            clean = clean or hits
             row = {"method": method.name, "setting": name, **hits, "frames": int(result.pairs[0].hits.shape[0]),
                    "pairs": len(result.pairs), "ratio_to_clean": hits["hit@1"] / max(clean["hit@1"], 1e-12),
                    "seconds": round(time.perf_counter() - start, 1)}
@@ -118,10 +95,44 @@ def run(args) -> dict:
                   + f"  ratio {row['ratio_to_clean']:.2f}  ({row['seconds']} s)", flush=True)
     out = {"command": " ".join(sys.argv), "model": str(args.model), "fingerprint": embedder.fingerprint,
            "step": embedder.step, "data": str(args.data), "split": args.split, "every": args.every,
-           "frames": views.num_frames, "seed": args.seed, "ks": list(ks),
-           "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+           "h36m": args.h36m, "h36m_every": args.h36m_every, "seed": args.seed, "ks": list(ks), "rows": rows,
+           "seconds": round(time.perf_counter() - t0, 1)}
     print("\n" + format_table(rows, ks))
     return out
+
+
+def mocap_settings(args, ks) -> list:
+    """The held-out mocap rows: (name, fn(method, clean index features) -> CrossViewResult, views or None)."""
+    from prpose import detector_noise as dn
+    from prpose.dataset import load_dataset
+
+    dataset = load_dataset(args.data)
+    views = protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames)
+    rng = np.random.default_rng(args.seed)
+    noise_model = dn.load_noise_model(args.noise_model)
+    print(f"data {args.data} split {args.split} every {args.every} -> {views.num_frames} frames x "
+          f"{views.num_cameras} cameras; noise model {args.noise_model or dn.DEFAULT_MODEL_PATH}; seed {args.seed}",
+          flush=True)
+    noisy = dataclasses.replace(views, keypoints2d=dn.corrupt_np(views.keypoints2d, rng, noise_model).astype(
+        np.float32))
+    settings = [("clean", lambda m, f: protocol.cross_view_hit_at_k(m, views, ks, index_features=f), views),
+                ("detector noise", lambda m, f: protocol.cross_view_hit_at_k(m, noisy, ks), None)]
+    for count in (1, 2, 3):
+        mask = missing_limb_mask(views.visible.shape[:2], count, rng) & views.visible
+        settings.append((f"{count} missing limb joint{'s' if count > 1 else ''}",
+                         lambda m, f, mask=mask: protocol.cross_view_hit_at_k(m, views, ks, query_visible=mask,
+                                                                               index_features=f), None))
+    for pattern in PART_PATTERNS:
+        mask = occlusion.occluded_queries(views, pattern)
+        settings.append((f"occluded {pattern}", lambda m, f, mask=mask: protocol.cross_view_hit_at_k(
+            m, views, ks, query_visible=mask, index_features=f), None))
+    world = pelvis_centred(np.asarray(dataset.poses3d[views.rows], np.float64))
+    for elevation in ELEVATIONS:
+        cams = protocol.elevation_ring_cameras(4, (elevation,), distance=5.0)
+        rig = protocol.views_from_cameras(world, cams, rows=views.rows)
+        settings.append((f"ring at {elevation:g} deg", lambda m, f, rig=rig: protocol.cross_view_hit_at_k(m, rig, ks),
+                         None))
+    return settings
 
 
 def format_table(rows, ks) -> str:
@@ -144,7 +155,8 @@ def format_table(rows, ks) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="training run directory")
-    parser.add_argument("--data", default="/work/data/mocap", help="prepared dataset (held-out split)")
+    parser.add_argument("--data", default="/work/data/mocap",
+                        help="prepared dataset (held-out split) for the mocap rows; 'none' = only the --h36m rows")
     parser.add_argument("--split", default="test")
     parser.add_argument("--every", type=int, default=10, help="keep every n-th frame of the split")
     parser.add_argument("--max-frames", type=int, help="then at most this many frames")

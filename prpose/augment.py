@@ -34,6 +34,10 @@ Every function works on keypoints of a model input profile (``profile``, a stati
 "input13"; ``ModelConfig.input_profile``): the projection picks the profile's joints from h36m17 by name and
 the structured patterns name joints, so a profile without some pattern joint simply has fewer to hide.
 
+Profile dropout (``profile_dropout``): an example loses one of the joints that only some detectors give (the
+nose, which Stacked Hourglass lacks, or the head top, which COCO-style detectors lack; uniformly among those the
+input profile has), so that one model (e.g. ``input14``) serves both kinds of detector.
+
 Hidden keypoints are zeroed and the pose is re-normalised from its visible keypoints only
 (``prpose.normalize.normalize_2d(keypoints, visible)``). Decision on over-occlusion: patterns are drawn
 freely (the box or the lower body may hide hips or shoulders); when the masked normalisation is then
@@ -59,6 +63,10 @@ from prpose.errors import PrposeError
 from prpose.normalize import normalize_2d
 
 STRUCTURED_PATTERN_NAMES = ("arm", "leg", "side", "lower_body", "box")
+# Joints that only some detectors give: COCO, BODY_25 and MediaPipe have a nose and no head top; Stacked
+# Hourglass / MPII a head top and no nose. Profile dropout hides one of them (those the input profile has), so that
+# one model (e.g. input14) serves both kinds of detector.
+PROFILE_DROPOUT_JOINTS = ("nose", "head")
 
 
 def _chain(side: str, *parts: str) -> tuple[str, ...]:
@@ -131,6 +139,7 @@ class AugmentConfig:
     detector_noise_scale: float = 1.0  # multiplies the fitted error spreads (1 = as measured)
     detector_noise_model: str = ""  # a noise-model JSON; "" = the packaged Stacked Hourglass fit
     detection_probability: float = 0.0  # per view: the dataset's real detections (format v2) where it has them
+    profile_dropout: float = 0.0  # per view: hide one joint that some detectors lack (nose or head top)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -141,7 +150,7 @@ class AugmentConfig:
         if self.box_size_range[1] <= 0.0:
             raise PrposeError(f"AugmentConfig.box_size_range: expected a positive size, got {self.box_size_range}")
         for name in ("projection_probability", "dropout_p_apply", "dropout_p_drop", "structured_probability",
-                     "detector_noise_probability", "detection_probability"):
+                     "detector_noise_probability", "detection_probability", "profile_dropout"):
             set_(name, _check_probability(name, getattr(self, name)))
         if not (isinstance(self.depth, (int, float)) and math.isfinite(self.depth) and self.depth > 0):
             raise PrposeError(f"AugmentConfig.depth: expected a positive camera distance, got {self.depth!r}")
@@ -545,9 +554,16 @@ def occlude_keypoints(keypoints, key, config: AugmentConfig, profile: str = "inp
     keypoints = jnp.asarray(keypoints, jnp.float32)
     prior = jnp.ones((batch, num_joints), bool) if visible is None else jnp.asarray(visible, bool)
     _check_shape("visible", prior, (num_joints,), batch=batch)
-    u = jax.random.uniform(key, (batch, 1 + num_joints + _STRUCTURED_UNIFORMS))  # one draw (sample_view_angles)
+    face = [i for i, name in enumerate(kp.get_profile(profile).joints) if name in PROFILE_DROPOUT_JOINTS]
+    extra = 2 if config.profile_dropout > 0 and face else 0
+    n = 1 + num_joints + _STRUCTURED_UNIFORMS
+    u = jax.random.uniform(key, (batch, n + extra))  # one draw (see sample_view_angles)
     visible = prior & _random_dropout_from_uniform(u[:, :1 + num_joints], config.dropout_p_apply, config.dropout_p_drop)
-    visible = _structured_from_uniform(u[:, 1 + num_joints:], keypoints, config, visible, profile)
+    visible = _structured_from_uniform(u[:, 1 + num_joints:n], keypoints, config, visible, profile)
+    if extra:  # profile dropout: one of the detector-specific joints, uniformly among those the profile has
+        which = jnp.asarray(face)[jnp.minimum((u[:, n + 1] * len(face)).astype(jnp.int32), len(face) - 1)]
+        hide = (u[:, n] < config.profile_dropout)[:, None] & (jnp.arange(num_joints) == which[:, None])
+        visible = visible & ~hide
     occluded, valid = apply_visibility(keypoints, visible, profile)
     visible = jnp.where(valid[:, None], visible, prior)
     occluded = jnp.where(valid[:, None, None], occluded, keypoints)

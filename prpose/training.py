@@ -156,7 +156,7 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
         if aug.detector_noise_probability > 0:
             flat2d = detector_noise(flat2d, jax.random.fold_in(k_aug, 1), aug, profile, exclude=detected)
         visible, visible3d = None, None
-        if aug.dropout_p_apply > 0 or aug.structured_probability > 0:
+        if aug.dropout_p_apply > 0 or aug.structured_probability > 0 or aug.profile_dropout > 0:
             occ = occlude_keypoints(flat2d, k_occ, aug, profile, prior_visible)
             flat2d = occ.keypoints
             visible = occ.visible.reshape(*lead, num_joints) if aug.emit_visibility else None

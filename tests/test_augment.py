@@ -428,3 +428,26 @@ def test_realistic_depths_keep_left_on_the_left_and_match_the_reference():
     # Far cameras are close to orthographic: much less perspective than the paper's depth 2.
     assert np.abs(front_view(POSES, 10.0) - front_view(POSES, 1e4)).max() < 0.5 * np.abs(
         front_view(POSES, 2.0) - front_view(POSES, 1e4)).max()
+
+
+def test_profile_dropout_hides_the_nose_or_the_head_top():
+    from prpose import keypoints as kp
+
+    config = A.AugmentConfig(profile_dropout=1.0)
+    x14 = np.concatenate([FRONT_KEYPOINTS, FRONT_KEYPOINTS[:, :1] + np.array([0.0, -0.1], np.float32)], axis=1)
+    occ = A.occlude_keypoints(x14, jax.random.key(3), config, "input14")
+    vis = np.asarray(occ.visible)
+    nose, head = kp.get_profile("input14").index("nose"), kp.get_profile("input14").index("head")
+    assert np.all(vis.sum(axis=1) == 13)  # exactly one joint hidden per example...
+    assert np.all(~vis[:, nose] ^ ~vis[:, head])  # ... the nose or the head top,
+    assert 0.35 < np.mean(~vis[:, nose]) < 0.65  # each about half the time
+    # The torso is untouched, so the other joints keep their normalised positions.
+    np.testing.assert_allclose(np.asarray(occ.keypoints)[:, :13][vis[:, :13]], x14[:, :13][vis[:, :13]], atol=1e-5)
+    assert not np.asarray(occ.reverted).any()
+    # input13 has no head top: the nose goes; with probability 0 nothing changes (same draws as before).
+    vis13 = np.asarray(A.occlude_keypoints(FRONT_KEYPOINTS, jax.random.key(3), config).visible)
+    assert not vis13[:, NOSE].any() and vis13[:, 1:].all()
+    plain = A.occlude_keypoints(FRONT_KEYPOINTS, jax.random.key(3), A.AugmentConfig(dropout_p_apply=0.5))
+    same = A.occlude_keypoints(FRONT_KEYPOINTS, jax.random.key(3), A.AugmentConfig(dropout_p_apply=0.5,
+                                                                                   profile_dropout=0.0))
+    np.testing.assert_array_equal(np.asarray(plain.visible), np.asarray(same.visible))
