@@ -99,3 +99,19 @@ def test_model_fingerprint_dict_ignores_schedule():
     assert model_fingerprint_dict(a) == model_fingerprint_dict(from_overrides(a, ["train.steps=10", "train.seed=3"]))
     assert model_fingerprint_dict(a) != model_fingerprint_dict(from_overrides(a, ["model.mask_mode=channel"]))
     assert model_fingerprint_dict(a) != model_fingerprint_dict(from_overrides(a, ["loss.smoothing=0.2"]))
+
+
+def test_input_profile_round_trips_and_is_checked(monkeypatch):
+    from prpose import keypoints
+
+    config = from_overrides("cpu", ["model.input_profile=input14", "model.mask_mode=channel"])
+    assert config.model.input_profile == "input14" and config.model.input_dim == 42
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert get_preset("cpu").model.input_profile == "input13"
+    with pytest.raises(PrposeError, match="ModelConfig.input_profile: got 'coco18'"):
+        from_overrides("cpu", ["model.input_profile=coco18"])
+    monkeypatch.setattr(keypoints, "PROFILES", dict(keypoints.PROFILES))
+    keypoints.register_profile(keypoints.KeypointProfile("upper5", ("nose", "left_shoulder", "right_shoulder",
+                                                                     "left_elbow", "right_elbow")))
+    with pytest.raises(PrposeError, match="'upper5' cannot be normalised: it lacks the torso joint.*left_hip"):
+        from_overrides("cpu", ["model.input_profile=upper5"])
