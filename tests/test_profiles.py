@@ -144,3 +144,35 @@ def test_embed_usable_skips_unusable_rows_and_says_why(run14, data):
 def test_embed_rejects_non_numeric_keypoints(run13):
     with pytest.raises(PrposeError, match="keypoints have dtype <U1; expected numbers"):
         load_model(run13).embed(np.full((1, 13, 2), "a"))
+
+
+def test_embed_command_reads_openpose_and_mediapipe_files_by_name(run13, data, tmp_path):
+    """The same poses written as an OpenPose folder and as MediaPipe landmarks embed like the h36m17 originals."""
+    from prpose.cli import main
+
+    _, dataset = data
+    k17 = _h36m_views(dataset, 5)
+    reference = load_model(run13).embed(k17, profile="h36m17")
+
+    body25, present = kp.convert_partial(k17, "h36m17", "body25")  # eyes, ears, toes, heels, neck: absent
+    folder = tmp_path / "openpose"
+    folder.mkdir()
+    for i in range(5):
+        triples = np.concatenate([body25[i], np.where(present, 0.9, 0.0)[:, None]], 1)
+        (folder / f"clip_{i:012d}_keypoints.json").write_text(json.dumps(
+            {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": triples.ravel().tolist()}]}))
+
+    width, height = 1000.0, 1002.0
+    mp, present = kp.convert_partial(k17, "h36m17", "mediapipe33")
+    landmarks = [[{"x": float(x / width), "y": float(y / height), "z": 0.0, "visibility": 0.95 if ok else 0.01}
+                  for (x, y), ok in zip(pose, present)] for pose in mp]
+    mediapipe = tmp_path / "landmarks.json"
+    mediapipe.write_text(json.dumps({"format": "mediapipe33", "image_width": width, "image_height": height,
+                                     "poses": [{"id": f"f{i}", "landmarks": m} for i, m in enumerate(landmarks)]}))
+
+    for source in (folder, mediapipe):
+        out = tmp_path / f"{source.stem}.npz"
+        assert main(["embed", "--model", str(run13), "--input", str(source), "--output", str(out)]) == 0
+        with np.load(out) as emb:
+            np.testing.assert_allclose(emb["mean"], reference.mean, rtol=1e-4, atol=1e-4)
+            assert emb["skipped"].size == 0
