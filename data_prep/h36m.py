@@ -345,129 +345,125 @@ def _keep_report(keep: dict, data: dict, lengths: dict) -> dict:
 
 
 def main(args) -> int:
-    try:
-        start = time.perf_counter()
-        source = pathlib.Path(args.source)
-        if args.subsample < 1:
-            raise PrposeError(f"--subsample must be >= 1; got {args.subsample}")
-        if not 0.0 <= args.val_fraction < 1.0:
-            raise PrposeError(f"--val-fraction must be in [0, 1); got {args.val_fraction}")
-        wanted = None
-        if args.subjects:
-            wanted = [_check_subject(s, "--subjects") for s in args.subjects]
-        keep = read_keep_frames(pathlib.Path(args.keep_frames)) if args.keep_frames else {}
-        keep_subjects = {s for s, _ in keep}
-        check_target(args.out, args.overwrite)  # fail before reading gigabytes
-        layout = detect_layout(source) if args.layout == "auto" else args.layout
-        if not source.exists():
-            raise PrposeError(f"{source}: no such file or folder")
-        rigs_h5, detections = None, False
-        if layout == "videopose3d":
-            if not source.is_file():
-                raise PrposeError(f"{source}: --layout videopose3d expects the data_3d_h36m.npz file")
-            data = read_videopose3d(source, trust_pickle=args.trust_pickle)
-        else:
-            if not source.is_dir():
-                raise PrposeError(f"{source}: --layout baseline expects the 3d-pose-baseline root folder")
-            data = read_baseline(source)
-            if (source / "cameras.h5").is_file():
-                rigs_h5 = read_cameras_h5(source / "cameras.h5")
-            detections = not args.no_detections and any(source.glob("*/StackedHourglass"))
-        if not data:
-            raise PrposeError(f"{source}: no sequences found")
-        found = sorted({s for s, _ in data}, key=_subject_order)
-        if wanted is not None:
-            missing = [s for s in wanted if s not in found]
-            if missing:
-                raise PrposeError(f"{source}: subject(s) {missing} requested but not in the source (found {found})")
-        if rigs_h5 is not None:
-            lacking = [s for s in found if s not in rigs_h5]
-            if lacking:
-                raise PrposeError(f"{source / 'cameras.h5'}: no calibration for subject(s) {lacking}")
-        lengths = {k: len(v) for k, v in data.items()}
-        report = ConversionReport()
-        sequences, missing_files, nonfinite, files_read = [], [], 0, 0
-        keys = sorted(data, key=lambda k: (_subject_order(k[0]), k[1]))
-        for subject, trial in progress(keys, desc="reading", unit="trial", enabled=bool(detections)):
-            positions = data[(subject, trial)]
-            name = f"{subject}/{trial}"
-            if wanted is not None and subject not in wanted:
-                report.skipped(name, "subject not selected (--subjects)", len(positions))
+    start = time.perf_counter()
+    source = pathlib.Path(args.source)
+    if args.subsample < 1:
+        raise PrposeError(f"--subsample must be >= 1; got {args.subsample}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise PrposeError(f"--val-fraction must be in [0, 1); got {args.val_fraction}")
+    wanted = None
+    if args.subjects:
+        wanted = [_check_subject(s, "--subjects") for s in args.subjects]
+    keep = read_keep_frames(pathlib.Path(args.keep_frames)) if args.keep_frames else {}
+    keep_subjects = {s for s, _ in keep}
+    check_target(args.out, args.overwrite)  # fail before reading gigabytes
+    layout = detect_layout(source) if args.layout == "auto" else args.layout
+    if not source.exists():
+        raise PrposeError(f"{source}: no such file or folder")
+    rigs_h5, detections = None, False
+    if layout == "videopose3d":
+        if not source.is_file():
+            raise PrposeError(f"{source}: --layout videopose3d expects the data_3d_h36m.npz file")
+        data = read_videopose3d(source, trust_pickle=args.trust_pickle)
+    else:
+        if not source.is_dir():
+            raise PrposeError(f"{source}: --layout baseline expects the 3d-pose-baseline root folder")
+        data = read_baseline(source)
+        if (source / "cameras.h5").is_file():
+            rigs_h5 = read_cameras_h5(source / "cameras.h5")
+        detections = not args.no_detections and any(source.glob("*/StackedHourglass"))
+    if not data:
+        raise PrposeError(f"{source}: no sequences found")
+    found = sorted({s for s, _ in data}, key=_subject_order)
+    if wanted is not None:
+        missing = [s for s in wanted if s not in found]
+        if missing:
+            raise PrposeError(f"{source}: subject(s) {missing} requested but not in the source (found {found})")
+    if rigs_h5 is not None:
+        lacking = [s for s in found if s not in rigs_h5]
+        if lacking:
+            raise PrposeError(f"{source / 'cameras.h5'}: no calibration for subject(s) {lacking}")
+    lengths = {k: len(v) for k, v in data.items()}
+    report = ConversionReport()
+    sequences, missing_files, nonfinite, files_read = [], [], 0, 0
+    keys = sorted(data, key=lambda k: (_subject_order(k[0]), k[1]))
+    for subject, trial in progress(keys, desc="reading", unit="trial", enabled=bool(detections)):
+        positions = data[(subject, trial)]
+        name = f"{subject}/{trial}"
+        if wanted is not None and subject not in wanted:
+            report.skipped(name, "subject not selected (--subjects)", len(positions))
+            continue
+        note = ""
+        if subject in keep_subjects:
+            if (subject, trial) not in keep:
+                report.skipped(name, "trial not listed in --keep-frames", len(positions))
                 continue
-            note = ""
-            if subject in keep_subjects:
-                if (subject, trial) not in keep:
-                    report.skipped(name, "trial not listed in --keep-frames", len(positions))
-                    continue
-                listed = keep[(subject, trial)]
-                frames = listed[listed < len(positions)]
-                if frames.size < listed.size:
-                    note = f"{listed.size - frames.size} listed frame(s) beyond the trial's end"
-                if frames.size == 0:
-                    report.skipped(name, "no listed frame within the trial", len(positions))
-                    continue
-            else:
-                frames = np.arange(0, len(positions), args.subsample)
-            poses17 = convert(positions[frames], "h36m32", "h36m17")
-            det = vis = None
-            if detections:
-                det, vis, miss, bad = read_detections(source, subject, trial, len(positions), frames)
-                files_read += len(CAMERA_IDS) - len(miss)
-                missing_files += miss
-                nonfinite += bad
-                if miss:
-                    note = "; ".join(filter(None, [note, f"no detections for camera(s) {', '.join(m.rsplit('.', 2)[1] for m in miss)}"]))
-            sequences.append(SequenceInput(name=name, subject=subject, source="h36m", poses3d=poses17, frames=frames,
-                                           detections2d=det, detections_visible=vis))
-            report.converted(name, len(positions), len(frames), note)
-        if detections:  # detection files without a 3D file cannot be used: say so
-            trials = {(s, t.replace(" ", "_")) for s, t in data}
-            for file in sorted(source.glob("*/StackedHourglass/*.h5")):
-                subject, trial = file.parent.parent.name, file.name.split(".")[0]
-                if (subject, trial) not in trials and (wanted is None or subject in wanted):
-                    report.skipped(str(file.relative_to(source)), "detections without a 3D_positions file")
-        if not sequences:
-            raise PrposeError(f"{source}: no frames selected (check --subjects and --keep-frames)")
-        subjects = sorted({s.subject for s in sequences}, key=_subject_order)
-        rigs = {s: (rigs_h5[s] if rigs_h5 is not None else h36m_rig(s)) for s in subjects}
-        split = {s.name: split_of(s.subject, s.name.split("/", 1)[1], args.val_fraction) for s in sequences}
-        info = {
-            "converter": "prpose prep h36m",
-            "source": str(source.resolve()),
-            "layout": layout,
-            "subsample": args.subsample,
-            "frame": "original 50 Hz frame number",
-            "subjects": subjects,
-            "split": f"test S9 S11; train S1 S5 S6 S7 S8 except val: whole trials whose SHA-256 hash of "
-                     f"'<subject>/<trial>' (salt {_VAL_SALT!r}) falls in the last {args.val_fraction:g}",
-            "val_trials": sorted(n for n, v in split.items() if v == "val"),
-            "cameras": ("cameras.h5 of the source (3d-pose-baseline calibration), with lens distortion"
-                        if rigs_h5 is not None else "packaged Human3.6M table, per subject, with lens distortion"),
-        }
-        if keep:
-            info["keep_frames"] = {"file": str(pathlib.Path(args.keep_frames).resolve()),
-                                   **_keep_report({k: v for k, v in keep.items() if wanted is None or k[0] in wanted},
-                                                  data, lengths)}
-        entry = None
+            listed = keep[(subject, trial)]
+            frames = listed[listed < len(positions)]
+            if frames.size < listed.size:
+                note = f"{listed.size - frames.size} listed frame(s) beyond the trial's end"
+            if frames.size == 0:
+                report.skipped(name, "no listed frame within the trial", len(positions))
+                continue
+        else:
+            frames = np.arange(0, len(positions), args.subsample)
+        poses17 = convert(positions[frames], "h36m32", "h36m17")
+        det = vis = None
         if detections:
-            entry = {**DETECTOR, "source": "3d-pose-baseline <subject>/StackedHourglass/<trial>.<camera>.h5, "
-                                           "dataset 'poses' (T, 16, 2) px",
-                     "files_read": files_read, "missing_files": missing_files, "nonfinite_joints": nonfinite,
-                     "absent_joints": [j for j in H36M17.joints if j not in MPII16.joints]}
-        print(report.table(max_rows=60))
-        if keep:
-            k = info["keep_frames"]
-            print(f"--keep-frames: {k['provided_frames']:,d} of {k['listed_frames']:,d} listed frames provided; "
-                  f"missing trials: {', '.join(k['missing_trials']) or 'none'}"
-                  + (f"; frames beyond a trial's end: {k['frames_beyond_trial_end']}" if k["frames_beyond_trial_end"] else ""))
-        if detections:
-            print(f"detections: {files_read} Stacked Hourglass file(s) read, {len(missing_files)} missing "
-                  f"({', '.join(missing_files) or 'none'}), {nonfinite} non-finite joint(s) marked not visible")
-        dataset = write_sequences(args.out, sequences, rigs, split, info=info, overwrite=args.overwrite,
-                                  progress=True, detections=entry)
-    except (PrposeError, ValueError, OSError) as e:
-        print(f"prpose prep h36m: error: {e}", file=sys.stderr)
-        return 2
+            det, vis, miss, bad = read_detections(source, subject, trial, len(positions), frames)
+            files_read += len(CAMERA_IDS) - len(miss)
+            missing_files += miss
+            nonfinite += bad
+            if miss:
+                note = "; ".join(filter(None, [note, f"no detections for camera(s) {', '.join(m.rsplit('.', 2)[1] for m in miss)}"]))
+        sequences.append(SequenceInput(name=name, subject=subject, source="h36m", poses3d=poses17, frames=frames,
+                                       detections2d=det, detections_visible=vis))
+        report.converted(name, len(positions), len(frames), note)
+    if detections:  # detection files without a 3D file cannot be used: say so
+        trials = {(s, t.replace(" ", "_")) for s, t in data}
+        for file in sorted(source.glob("*/StackedHourglass/*.h5")):
+            subject, trial = file.parent.parent.name, file.name.split(".")[0]
+            if (subject, trial) not in trials and (wanted is None or subject in wanted):
+                report.skipped(str(file.relative_to(source)), "detections without a 3D_positions file")
+    if not sequences:
+        raise PrposeError(f"{source}: no frames selected (check --subjects and --keep-frames)")
+    subjects = sorted({s.subject for s in sequences}, key=_subject_order)
+    rigs = {s: (rigs_h5[s] if rigs_h5 is not None else h36m_rig(s)) for s in subjects}
+    split = {s.name: split_of(s.subject, s.name.split("/", 1)[1], args.val_fraction) for s in sequences}
+    info = {
+        "converter": "prpose prep h36m",
+        "source": str(source.resolve()),
+        "layout": layout,
+        "subsample": args.subsample,
+        "frame": "original 50 Hz frame number",
+        "subjects": subjects,
+        "split": f"test S9 S11; train S1 S5 S6 S7 S8 except val: whole trials whose SHA-256 hash of "
+                 f"'<subject>/<trial>' (salt {_VAL_SALT!r}) falls in the last {args.val_fraction:g}",
+        "val_trials": sorted(n for n, v in split.items() if v == "val"),
+        "cameras": ("cameras.h5 of the source (3d-pose-baseline calibration), with lens distortion"
+                    if rigs_h5 is not None else "packaged Human3.6M table, per subject, with lens distortion"),
+    }
+    if keep:
+        info["keep_frames"] = {"file": str(pathlib.Path(args.keep_frames).resolve()),
+                               **_keep_report({k: v for k, v in keep.items() if wanted is None or k[0] in wanted},
+                                              data, lengths)}
+    entry = None
+    if detections:
+        entry = {**DETECTOR, "source": "3d-pose-baseline <subject>/StackedHourglass/<trial>.<camera>.h5, "
+                                       "dataset 'poses' (T, 16, 2) px",
+                 "files_read": files_read, "missing_files": missing_files, "nonfinite_joints": nonfinite,
+                 "absent_joints": [j for j in H36M17.joints if j not in MPII16.joints]}
+    print(report.table(max_rows=60))
+    if keep:
+        k = info["keep_frames"]
+        print(f"--keep-frames: {k['provided_frames']:,d} of {k['listed_frames']:,d} listed frames provided; "
+              f"missing trials: {', '.join(k['missing_trials']) or 'none'}"
+              + (f"; frames beyond a trial's end: {k['frames_beyond_trial_end']}" if k["frames_beyond_trial_end"] else ""))
+    if detections:
+        print(f"detections: {files_read} Stacked Hourglass file(s) read, {len(missing_files)} missing "
+              f"({', '.join(missing_files) or 'none'}), {nonfinite} non-finite joint(s) marked not visible")
+    dataset = write_sequences(args.out, sequences, rigs, split, info=info, overwrite=args.overwrite,
+                              progress=True, detections=entry)
     print(dataset.summary())
     print(f"wrote {len(dataset):,d} frames to {args.out} in {time.perf_counter() - start:.1f} s")
     return 0

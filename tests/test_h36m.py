@@ -8,6 +8,7 @@ from data_prep import common, h36m
 from prpose import synthetic
 from prpose.camera import h36m_rig
 from prpose.dataset import load_dataset
+from prpose.errors import run_command
 from prpose.keypoints import H36M17, H36M32, H36M32_TO_H36M17
 
 
@@ -56,7 +57,8 @@ def _run(source, out, *extra, trust=True):
     parser = argparse.ArgumentParser()
     h36m.configure_parser(parser)
     trusted = ["--trust-pickle"] if trust and str(source).endswith(".npz") else []
-    return h36m.main(parser.parse_args([str(source), "--out", str(out), *trusted, *extra]))
+    args = parser.parse_args([str(source), "--out", str(out), *trusted, *extra])
+    return run_command("prpose prep h36m", h36m.main, args)  # the CLI's error handling, as `prpose prep h36m`
 
 
 def test_videopose3d_archive_converts_with_real_cameras_and_protocol_splits(tmp_path, motions, capsys):
