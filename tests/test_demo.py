@@ -63,3 +63,10 @@ def test_overwrite_replaces_an_earlier_demo(tmp_path, capsys):
     assert load_dataset(out / "data").num_frames > 40  # 10 new sequences, not the 4 stale ones
     assert (out / "run" / "checkpoints").is_dir()
     assert len((out / "matches.png").read_bytes()) > 1000
+
+
+def test_a_failing_step_is_one_line(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", "no-such-preset", "--steps", "2", "--sequences", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("prpose demo: error:") and "no-such-preset" in err

@@ -30,11 +30,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(argv: list[str]) -> None:
-    from prpose.cli import main as cli_main
+    """Run one step as `prpose ARGV` would; its errors end the demo (one line, from the demo's handler)."""
+    from prpose.cli import build_parser
     from prpose.errors import PrposeError
 
     print(f"\n$ prpose {shlex.join(argv)}", flush=True)
-    code = cli_main(argv)
+    args = build_parser(argv).parse_args(argv)
+    code = int(args._run(args) or 0)
     if code:
         raise PrposeError(f"step `prpose {shlex.join(argv)}` failed with exit code {code}")
 
