@@ -103,6 +103,16 @@ def writing(path: str | os.PathLike):
         raise
 
 
+def check_output_image(path: str | os.PathLike, flag: str):
+    """The image file an output flag names: a directory is refused, and a name without an extension gets
+    ".png" (matplotlib would add it itself, and the command would print a path it did not write)."""
+    import pathlib
+
+    check_output_file(path, flag)
+    path = pathlib.Path(path)
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
 def check_fraction(value: float, flag: str) -> float:
     """A command-line probability/threshold: finite and in [0, 1]."""
     if not 0.0 <= value <= 1.0:  # also False for NaN

@@ -112,6 +112,9 @@ def test_plot_prints_the_path_it_writes(pipeline, tmp_path, capsys):
     assert f"wrote {written}\n" in capsys.readouterr().out
     assert written.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["matches.png"]
+    assert main(["show", str(pipeline / "data"), "--out", str(tmp_path / "pics" / "frame")]) == 0
+    assert f"wrote {tmp_path / 'pics' / 'frame.png'}\n" in capsys.readouterr().out
+    assert (tmp_path / "pics" / "frame.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_disk_full_names_the_file_and_the_cause(pipeline, tmp_path, capsys, monkeypatch):

@@ -165,19 +165,14 @@ def _packaged_library(model_arg):
 
 def main(args) -> int:
     from prpose.commands.embed import embed_poses
-    from prpose.errors import PrposeError, check_fraction, check_output_file
+    from prpose.errors import PrposeError, check_fraction, check_output_image
     from prpose.inference import load_model
     from prpose.keypoint_io import read_keypoints
 
     if args.k < 1:
         raise PrposeError(f"--k {args.k}: expected a positive integer")
     check_fraction(args.score_threshold, "--score-threshold")
-    plot = None
-    if args.plot:
-        check_output_file(args.plot, "--plot")
-        plot = pathlib.Path(args.plot)
-        if not plot.suffix:  # matplotlib would add ".png" itself: name the file that is really written
-            plot = plot.with_name(plot.name + ".png")
+    plot = check_output_image(args.plot, "--plot") if args.plot else None
     poses = read_keypoints(args.input, args.profile)
     library = None
     if args.index:

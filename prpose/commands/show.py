@@ -11,11 +11,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from prpose.dataset import load_dataset
-    from prpose.errors import check_output_file
+    from prpose.errors import check_output_image
     from prpose.plotting import plot_dataset_frame
 
-    check_output_file(args.out, "--out")
+    out = check_output_image(args.out, "--out")
     dataset = load_dataset(args.dataset)
-    plot_dataset_frame(dataset, args.frame, args.out)
-    print(f"wrote {args.out}")
+    plot_dataset_frame(dataset, args.frame, out)
+    print(f"wrote {out}")
     return 0
