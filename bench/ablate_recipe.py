@@ -23,11 +23,12 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Today's cpu preset (before this study), field by field.
+# The cpu preset before this study, field by field (the variants below add to it; "soft_w512" is today's preset
+# on a dataset without detections).
 BASE = ("augment.depth=2.0", "augment.depth_max=0", "augment.elevation_range=-30,30", "augment.roll_range=-30,30",
         "augment.detector_noise_probability=0", "augment.dropout_p_apply=0", "augment.structured_probability=0",
         "augment.emit_visibility=false", "model.mask_mode=none", "loss.labels_visible_only=false",
-        "train.eval_every=0")
+        "augment.detection_probability=0", "augment.profile_dropout=0", "model.width=256", "train.eval_every=0")
 DEPTH = ("augment.depth=5", "augment.depth_max=14")
 WIDE = ("augment.elevation_range=-60,60",)
 NOISE = ("augment.detector_noise_probability=0.5",)
