@@ -28,7 +28,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("index", "build"), "prpose.commands.index_build", "build a pose index from a prepared dataset"),
     (("library", "build"), "prpose.commands.library_build",
      "build a compact pose library (distinct 3D poses + their embeddings) for `prpose query`"),
-    (("query",), "prpose.commands.query", "find indexed poses that match 2D query poses in 3D"),
+    (("query",), "prpose.commands.query", "find stored poses (an index, or the packaged pose library) that match 2D query poses in 3D"),
     (("eval",), "eval.cli", "cross-view retrieval evaluation (Hit@k) with baselines"),
     (("demo",), "prpose.commands.demo", "end to end on synthetic data: prepare, train, index, query, plot"),
 )
