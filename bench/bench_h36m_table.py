@@ -16,7 +16,7 @@ Commands (prepared data: `prpose prep h36m /work/h36m --out /work/data/h36m --ke
 
     python train.py --config cpu --data /work/data/h36m --out RUNS/prvipe
     python train.py --config cpu --data /work/data/h36m --out RUNS/l2vipe --set loss.embedding=l2
-    python -c "from eval.lifting import train_lifter; from prpose.config import get_preset; \\
+    python -c "from prpose.eval.lifting import train_lifter; from prpose.config import get_preset; \\
                train_lifter(get_preset('cpu'), '/work/data/h36m', 'RUNS/lifter')"
     python bench/bench_h36m_table.py --data /work/data/h36m --prvipe RUNS/prvipe --l2vipe RUNS/l2vipe \\
         --lifter RUNS/lifter [--model "Pr-VIPE robust=RUNS/robust"] [--check-every 10] [--json table.json]
@@ -53,8 +53,8 @@ def _say(*a):
 
 
 def build_methods(args, candidates):
-    from eval import baselines
-    from eval.lifting import Lifter
+    from prpose.eval import baselines
+    from prpose.eval.lifting import Lifter
     from prpose.inference import load_model
 
     methods, models = ([] if args.no_2d else [baselines.Keypoints2DMethod()]), {}
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     if not args.data:
         p.error("--data is required (unless --tables)")
 
-    from eval import protocol
+    from prpose.eval import protocol
     from prpose.dataset import load_dataset
 
     t0 = time.perf_counter()

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--candidates", type=int, default=100, help="two-stage ranking: re-rank this many by match")
     args = parser.parse_args(argv)
 
-    from eval.baselines import EmbeddingMethod, Keypoints2DMethod
-    from eval.protocol import compute_features, cross_view_hit_at_k, views_from_dataset
+    from prpose.eval.baselines import EmbeddingMethod, Keypoints2DMethod
+    from prpose.eval.protocol import compute_features, cross_view_hit_at_k, views_from_dataset
     from prpose import keypoints as kp
     from prpose.inference import load_model
 

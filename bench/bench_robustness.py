@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from eval import baselines, occlusion, protocol
+from prpose.eval import baselines, occlusion, protocol
 from prpose import keypoints as kp
 
 LIMB_JOINTS = ("left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_knee", "right_knee", "left_ankle",

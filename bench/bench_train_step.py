@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from data_prep import synthetic
+            from prpose.data_prep import synthetic
 
             data = os.path.join(tmp, "synthetic")
             synthetic.main(argparse.Namespace(out=data, sequences=20, frames=50, seed=0, rig="h36m", cameras=4,

@@ -2,7 +2,7 @@
 
     PRPOSE_H36M=/work/h36m .venv/bin/python bench/check_h36m.py [ROOT] [--subjects S9 S11] [--every 20]
 
-Reads the 3d-pose-baseline tree with the converter's own readers (``data_prep.h36m``): calibration from
+Reads the 3d-pose-baseline tree with the converter's own readers (``prpose.data_prep.h36m``): calibration from
 ``cameras.h5``, 3D from ``MyPoses/3D_positions``, detections from ``StackedHourglass`` (mpii16 -> h36m17 by
 name), every ``--every``-th frame. Prints, per subject and camera, the median / p90 pixel distance between the
 detections and the projected ground truth over the 12 limb joints (shoulders, elbows, wrists, hips, knees,
@@ -26,8 +26,8 @@ import sys
 
 import numpy as np
 
-from data_prep.common import project_to_rig
-from data_prep.h36m import CAMERA_IDS, _read_h5, detection_file, read_baseline, read_cameras_h5, read_detections
+from prpose.data_prep.common import project_to_rig
+from prpose.data_prep.h36m import CAMERA_IDS, _read_h5, detection_file, read_baseline, read_cameras_h5, read_detections
 from prpose.camera import Camera
 from prpose.keypoints import H36M17, MPII16, convert
 

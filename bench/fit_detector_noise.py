@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from data_prep.h36m import TRAIN_SUBJECTS, read_baseline, read_cameras_h5, read_detections
+from prpose.data_prep.h36m import TRAIN_SUBJECTS, read_baseline, read_cameras_h5, read_detections
 from prpose import detector_noise as dn
 from prpose import keypoints as kp
 from prpose.errors import PrposeError

@@ -3,7 +3,7 @@
 For each ``*.bvh`` under the inputs: parse (``prpose.bvh``), map to h36m17 with a skeleton preset
 (``prpose.skeletons``; auto-detected or ``--mapping``), drop an added rest/T-pose frame 0, resample to
 ``--fps``, centre the take in the capture volume with the feet on the floor, then project every frame into the
-rig's cameras and write the dataset atomically (``data_prep.common``).
+rig's cameras and write the dataset atomically (``prpose.data_prep.common``).
 
 Splits are by take, from a hash of the take's relative path (salsa partners N and N+15 share one take key), so
 they do not change when files are added or the order of the inputs changes.
@@ -116,8 +116,8 @@ def take_key(relpath: str) -> str:
 
 
 def assign_split(key: str, seed: int, test_fraction: float, val_fraction: float) -> str:
-    """Deterministic split of a take key (SHA-256 of seed and key, via ``data_prep.common.hash_split``)."""
-    from data_prep.common import hash_split
+    """Deterministic split of a take key (SHA-256 of seed and key, via ``prpose.data_prep.common.hash_split``)."""
+    from prpose.data_prep.common import hash_split
 
     return hash_split(key, (1.0 - test_fraction - val_fraction, val_fraction, test_fraction), salt=str(seed))
 
@@ -260,7 +260,7 @@ def main(args) -> int:
     if not files:
         raise PrposeError(f"prep bvh: no .bvh files found under {', '.join(args.inputs)}")
 
-    from data_prep.common import ConversionReport
+    from prpose.data_prep.common import ConversionReport
 
     takes: list[Take] = []
     report = ConversionReport()
@@ -297,7 +297,7 @@ def main(args) -> int:
 
 def _write(args, takes: list[Take], rig: list, failed_files: list[str]) -> None:
     """Project into the rig and write the dataset atomically with the shared converter helper."""
-    from data_prep import common
+    from prpose.data_prep import common
 
     info = {
         "converter": "prpose prep bvh",

@@ -37,7 +37,7 @@ import zipfile
 
 import numpy as np
 
-from data_prep.common import ConversionReport, SequenceInput, hash_split, write_sequences
+from prpose.data_prep.common import ConversionReport, SequenceInput, hash_split, write_sequences
 from prpose.camera import H36M_SUBJECTS, Camera, h36m_rig
 from prpose.progress import progress
 from prpose.dataset import check_target
@@ -469,7 +469,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m data_prep.h36m
+if __name__ == "__main__":  # python -m prpose.data_prep.h36m
     from prpose.cli import run_script
 
     sys.exit(run_script("prpose prep h36m", configure_parser, main))

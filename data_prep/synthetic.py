@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from data_prep.common import SequenceInput, assign_splits, write_sequences
+from prpose.data_prep.common import SequenceInput, assign_splits, write_sequences
 from prpose.camera import h36m_rig, ring_rig
 from prpose.dataset import check_target
 from prpose.errors import PrposeError
@@ -76,7 +76,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m data_prep.synthetic
+if __name__ == "__main__":  # python -m prpose.data_prep.synthetic
     from prpose.cli import run_script
 
     sys.exit(run_script("prpose prep synthetic", configure_parser, main))

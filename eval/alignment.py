@@ -115,7 +115,7 @@ def alignment_error(path: np.ndarray, true_mapping: np.ndarray) -> float:
 
 def frame_distances(method, feats_a, feats_b, window: int) -> np.ndarray:
     """The method's per-frame distances (T1, T2), averaged over +-window neighbouring frames."""
-    from eval.protocol import Candidates
+    from prpose.eval.protocol import Candidates
 
     d = method.distances(feats_a, feats_b)
     if isinstance(d, Candidates):  # a two-stage method: DTW needs every distance, so +inf outside its candidates
@@ -179,7 +179,7 @@ def offset_alignment(method, views, features, cam_a: int, cam_b: int, clip: int 
 
 
 def _pose_cost(views, pa, pb) -> np.ndarray:
-    from eval.protocol import pairwise_np_mpjpe_chunked
+    from prpose.eval.protocol import pairwise_np_mpjpe_chunked
 
     return pairwise_np_mpjpe_chunked(views.poses3d[pb], views.poses3d[pa]).T  # [i, j]: b_j aligned onto a_i
 

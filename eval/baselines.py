@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.protocol import Candidates, Features
+from prpose.eval.protocol import Candidates, Features
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
 
@@ -89,7 +89,7 @@ def squared_l2(query: np.ndarray, index: np.ndarray, dtype=np.float64) -> np.nda
 def normalized_2d_features(keypoints2d, visible, profile: str = "input13") -> np.ndarray:
     """(M, J, 2) keypoints in `profile` -> (M, 26) normalised input13 (REFERENCE.md; `input13_views`), invisible
     keypoints zeroed."""
-    from eval.protocol import jitted
+    from prpose.eval.protocol import jitted
 
     keypoints2d, visible = input13_views(keypoints2d, visible, profile)
     norm, _ = jitted("normalize_2d")(keypoints2d, visible)
@@ -129,7 +129,7 @@ def pairwise_pose_distances(query: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def _candidate_np_mpjpe(query_poses: np.ndarray, index_poses: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """NP-MPJPE of index_poses[cand[q, c]] aligned onto query_poses[q]: (Q, C)."""
-    from eval.protocol import retrieved_np_mpjpe
+    from prpose.eval.protocol import retrieved_np_mpjpe
 
     return retrieved_np_mpjpe(np.asarray(query_poses, np.float32), np.asarray(index_poses, np.float32)[cand])
 

@@ -103,7 +103,7 @@ def _untrained_fn(config, seed):
     import numpy as np
     from flax import nnx
 
-    from eval.baselines import normalized_2d_features
+    from prpose.eval.baselines import normalized_2d_features
     from prpose.inference import build_model
 
     model = build_model(config.model, 1, seed=seed + 12345)
@@ -120,7 +120,7 @@ def _untrained_fn(config, seed):
 def run(args) -> dict:
     import numpy as np
 
-    from eval import alignment, baselines, occlusion, probes, protocol, uncertainty
+    from prpose.eval import alignment, baselines, occlusion, probes, protocol, uncertainty
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
     from prpose.progress import progress
@@ -171,7 +171,7 @@ def run(args) -> dict:
         out["settings"]["models"]["l2-vipe"] = {"run": str(args.l2vipe), "fingerprint": l2.fingerprint}
         methods.append(baselines.EmbeddingMethod(l2, "l2", name="L2-VIPE"))
     if args.train_lifter:
-        from eval.lifting import train_lifter
+        from prpose.eval.lifting import train_lifter
         from prpose.config import from_overrides
 
         cfg = from_overrides(args.config, args.set)
@@ -179,7 +179,7 @@ def run(args) -> dict:
         out["settings"]["lifter_training"] = {k: v for k, v in info.items() if k != "losses"}
         args.lifter = args.lifter or args.train_lifter
     if args.lifter:
-        from eval.lifting import Lifter
+        from prpose.eval.lifting import Lifter
 
         lifter = Lifter(args.lifter)
         out["settings"]["models"]["lifter"] = {"run": str(args.lifter)}
@@ -329,7 +329,7 @@ def main(args) -> int:
         path.write_text(json.dumps(out, indent=1))
         _say(f"\nwrote {path}")
     if args.report:
-        from eval.report import write_report
+        from prpose.eval.report import write_report
 
         _say(f"wrote {write_report(out, args.report)}")
     return 0

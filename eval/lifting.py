@@ -135,7 +135,7 @@ class Lifter:
         self.name = f"3D lifting ({run_dir.name})"
 
     def lift(self, keypoints2d, visible) -> np.ndarray:
-        from eval.baselines import normalized_2d_features
+        from prpose.eval.baselines import normalized_2d_features
 
         x = normalized_2d_features(keypoints2d, visible).reshape(-1, 13, 2)
         out = []

@@ -76,8 +76,8 @@ def occlusion_sweep(method, views, rates: Sequence[float] = (0.0, 0.1, 0.2, 0.3)
 
     Returns {"method", "ks", "settings": [{"setting", "mean": {"hit@k": ...}, "unnormalisable_queries"}]}.
     """
-    from eval.protocol import compute_features, cross_view_hit_at_k
-    from eval.protocol import jitted
+    from prpose.eval.protocol import compute_features, cross_view_hit_at_k
+    from prpose.eval.protocol import jitted
 
     if index_features is None:
         index_features = compute_features(method, views)

@@ -420,7 +420,7 @@ def hits_from_errors(errors: np.ndarray, ks: Sequence[int], kappa: float) -> np.
 
 def pairwise_np_mpjpe_chunked(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
     """[i, j] = NP-MPJPE of a[i] aligned onto b[j]; a (N, 17, 3), b (M, 17, 3) -> (N, M), chunked over N."""
-    from eval.baselines import pad_rows
+    from prpose.eval.baselines import pad_rows
     from prpose.procrustes import pairwise_np_mpjpe
 
     out = np.empty((a.shape[0], b.shape[0]), np.float64)

@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module exposing ``configure_parser(parser)`` and ``main(args) -> int``;
 this file only wires them together. Every command, and every script entry point (``python train.py``,
-``python -m data_prep.synthetic``, ...) through :func:`run_script`, runs under ``prpose.errors.run_command``:
+``python -m prpose.data_prep.synthetic``, ...) through :func:`run_script`, runs under ``prpose.errors.run_command``:
 one line on stderr and exit status 2 for bad input or a failed file operation, 1 with a hint for an
 unexpected error, quiet 141 when stdout is closed by the reader.
 Only the module of the command being run is imported (``prpose query`` must not pay for JAX or the data
@@ -17,19 +17,19 @@ import sys
 
 # (command path, module, one-line help). Nested commands ("prep bvh") share a parent parser.
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("prep", "synthetic"), "data_prep.synthetic", "generate a synthetic prepared dataset (no downloads)"),
-    (("prep", "bvh"), "data_prep.bvh", "convert BVH motion capture into a prepared dataset"),
-    (("prep", "h36m"), "data_prep.h36m", "convert Human3.6M 3D poses (your own copy) into a prepared dataset"),
+    (("prep", "synthetic"), "prpose.data_prep.synthetic", "generate a synthetic prepared dataset (no downloads)"),
+    (("prep", "bvh"), "prpose.data_prep.bvh", "convert BVH motion capture into a prepared dataset"),
+    (("prep", "h36m"), "prpose.data_prep.h36m", "convert Human3.6M 3D poses (your own copy) into a prepared dataset"),
     (("summary",), "prpose.commands.summary", "print counts of a prepared dataset"),
     (("show",), "prpose.commands.show", "draw a prepared frame in every camera into a PNG"),
-    (("train",), "train", "train a Pr-VIPE model on a prepared dataset"),
+    (("train",), "prpose.commands.train", "train a Pr-VIPE model on a prepared dataset"),
     (("embed",), "prpose.commands.embed", "embed 2D keypoints with a trained model"),
     (("export",), "prpose.commands.export", "write a training run's weights as a small weights-only model"),
     (("index", "build"), "prpose.commands.index_build", "build a pose index from a prepared dataset"),
     (("library", "build"), "prpose.commands.library_build",
      "build a compact pose library (distinct 3D poses + their embeddings) for `prpose query`"),
     (("query",), "prpose.commands.query", "find stored poses (an index, or the packaged pose library) that match 2D query poses in 3D"),
-    (("eval",), "eval.cli", "cross-view retrieval evaluation (Hit@k) with baselines"),
+    (("eval",), "prpose.eval.cli", "cross-view retrieval evaluation (Hit@k) with baselines"),
     (("demo",), "prpose.commands.demo", "end to end on synthetic data: prepare, train, index, query, plot"),
 )
 

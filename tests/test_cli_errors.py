@@ -152,7 +152,7 @@ def test_script_entry_points_follow_the_contract(tmp_path):
     train = _script("train.py", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"))
     assert train.returncode == 2 and train.stderr.count("\n") == 1, train.stderr
     assert train.stderr.startswith("prpose train: error:") and "missing" in train.stderr
-    prep = _script("-m", "data_prep.synthetic", "--out", str(tmp_path / "d"), "--frames", "0")
+    prep = _script("-m", "prpose.data_prep.synthetic", "--out", str(tmp_path / "d"), "--frames", "0")
     assert prep.returncode == 2 and prep.stderr == "prpose prep synthetic: error: --frames must be >= 1; got 0\n"
 
 

@@ -12,7 +12,7 @@ from prpose.errors import PrposeError
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
 
     out = tmp_path_factory.mktemp("cv") / "synthetic"
     assert synthetic.main(argparse.Namespace(out=str(out), sequences=10, frames=12, seed=3, rig="ring", cameras=3,

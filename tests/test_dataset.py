@@ -214,7 +214,7 @@ def test_empty_dataset_round_trip(tmp_path):
 
 
 # -- converter helpers (data_prep/common.py) ---------------------------------------------------------------
-from data_prep import common  # noqa: E402
+from prpose.data_prep import common  # noqa: E402
 from prpose.camera import Camera, ring_rig  # noqa: E402
 
 

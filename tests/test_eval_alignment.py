@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from eval import alignment
+from prpose.eval import alignment
 from prpose.errors import PrposeError
 
 
@@ -105,8 +105,8 @@ def test_content_label_parses_bandai_names():
 
 def test_experiments_on_a_tiny_dataset(tmp_path):
     """Oracle features align a take with itself across cameras exactly; labels drive content retrieval."""
-    from eval import baselines, protocol
-    from eval.testing import tiny_dataset
+    from prpose.eval import baselines, protocol
+    from prpose.eval.testing import tiny_dataset
     from prpose.dataset import load_dataset
 
     names = ["dataset-1_walk_a_001.bvh", "dataset-1_walk_b_001.bvh", "dataset-1_run_a_001.bvh",

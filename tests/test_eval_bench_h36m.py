@@ -20,8 +20,8 @@ def bench():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from eval.lifting import train_lifter
-    from eval.testing import tiny_dataset
+    from prpose.eval.lifting import train_lifter
+    from prpose.eval.testing import tiny_dataset
     from prpose import cli
     from prpose.config import from_overrides
 

@@ -13,7 +13,7 @@ NAMES = ["dataset-1_walk_a_001.bvh", "dataset-1_run_a_001.bvh", "dataset-1_walk_
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
 
     path = tmp_path_factory.mktemp("eval") / "ds"
     tiny_dataset(path, sequences=5, frames=16, names=NAMES, splits=("train", "train", "test", "test", "test"))

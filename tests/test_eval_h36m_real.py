@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from eval import baselines, protocol
+from prpose.eval import baselines, protocol
 from prpose import keypoints as kp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -4,12 +4,12 @@ baseline trains, saves and reloads."""
 import numpy as np
 import pytest
 
-from eval import baselines, protocol
+from prpose.eval import baselines, protocol
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
 
     path = tmp_path_factory.mktemp("models") / "ds"
     tiny_dataset(path, sequences=4, frames=12, splits=("train", "test"))
@@ -60,7 +60,7 @@ def test_match_distances_equal_the_numpy_reference(data, embedder):
 
 
 def test_lifter_trains_reloads_and_ranks(data, tmp_path):
-    from eval.lifting import Lifter, train_lifter
+    from prpose.eval.lifting import Lifter, train_lifter
     from prpose.config import from_overrides
     from prpose.errors import PrposeError
 

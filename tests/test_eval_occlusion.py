@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval import baselines, occlusion, protocol
+from prpose.eval import baselines, occlusion, protocol
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from eval import probes
+from prpose.eval import probes
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from eval import baselines, protocol
+from prpose.eval import baselines, protocol
 from prpose.errors import PrposeError
 
 
@@ -106,7 +106,7 @@ def test_2d_baseline_is_perfect_when_two_cameras_see_the_same_image(views):
 
 def test_protocol_agrees_with_prpose_crossview(tmp_path):
     """The generic protocol and the training-time validation (prpose.crossview) give the same tables."""
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
     from prpose.crossview import cross_view_hit_at_k as crossview_hit
     from prpose.dataset import load_dataset
 
@@ -129,7 +129,7 @@ def test_protocol_agrees_with_prpose_crossview(tmp_path):
 
 
 def test_views_from_dataset_subsamples_and_names_cameras(tmp_path):
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
     from prpose.dataset import load_dataset
 
     tiny_dataset(tmp_path / "ds", sequences=4, frames=10)

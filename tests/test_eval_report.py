@@ -1,6 +1,6 @@
 """The markdown report: every section and plot from a fabricated results dict."""
 
-from eval import report
+from prpose.eval import report
 
 
 def _result(method, h1, h10):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from eval import baselines, protocol
+from prpose.eval import baselines, protocol
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
 
@@ -18,7 +18,7 @@ FRAMES = 12
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
 
     path = tmp_path_factory.mktemp("sources") / "ds"
     # Sequences 2, 3 and 5 are test; sequence 3 has no detections in camera 0.
@@ -29,7 +29,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    from eval.testing import tiny_dataset
+    from prpose.eval.testing import tiny_dataset
 
     path = tmp_path_factory.mktemp("sources") / "plain"
     tiny_dataset(path, sequences=4, frames=8, splits=("train", "test"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval import protocol, uncertainty
+from prpose.eval import protocol, uncertainty
 from prpose.errors import PrposeError
 
 

@@ -23,7 +23,7 @@ FAST = {"xla_backend_optimization_level": 0}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
     from prpose.config import from_overrides
     from prpose.dataset import load_dataset
     from prpose.training import train_and_evaluate

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from data_prep import common, h36m
+from prpose.data_prep import common, h36m
 from prpose import synthetic
 from prpose.camera import h36m_rig
 from prpose.dataset import load_dataset

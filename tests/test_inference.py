@@ -19,7 +19,7 @@ FAST = {"xla_backend_optimization_level": 0}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
 
     root = tmp_path_factory.mktemp("inference")
     data = root / "synthetic"

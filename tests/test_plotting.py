@@ -4,7 +4,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from data_prep import common
+from prpose.data_prep import common
 from prpose import plotting, synthetic
 from prpose.camera import ring_rig
 from prpose.errors import PrposeError

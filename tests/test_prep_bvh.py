@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 import pytest
 
-from data_prep import bvh as prep
+from prpose.data_prep import bvh as prep
 from prpose.dataset import load_dataset
 from prpose.errors import PrposeError
 from prpose.keypoints import H36M17
@@ -153,7 +153,7 @@ def test_prep_bvh_one_extreme_take_fails_alone_and_is_named(tmp_path, capsys):
 
 
 def test_check_poses_names_the_sequence_for_values_beyond_float32():
-    from data_prep.common import check_poses
+    from prpose.data_prep.common import check_poses
 
     poses = np.zeros((3, 17, 3))
     poses[1, 2, 0] = 1e300

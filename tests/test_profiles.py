@@ -22,7 +22,7 @@ HEADTOP = kp.KeypointProfile("toy_headtop", (
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
 
     from prpose.dataset import load_dataset
 

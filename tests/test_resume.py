@@ -15,7 +15,7 @@ SETTINGS = ["steps=20", "eval_every=0", "checkpoint_every=10", "keep_checkpoints
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
 
     root = tmp_path_factory.mktemp("resume")
     assert synthetic.main(argparse.Namespace(out=str(root / "data"), sequences=10, frames=30, seed=0, rig="h36m",

@@ -3,7 +3,7 @@ import argparse
 import numpy as np
 import pytest
 
-from data_prep import synthetic as prep_synthetic
+from prpose.data_prep import synthetic as prep_synthetic
 from prpose import synthetic as syn
 from prpose.camera import ring_rig
 from prpose.cli import main

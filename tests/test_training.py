@@ -28,7 +28,7 @@ TINY = ["train.eval_every=0", "train.log_every=5", "train.checkpoint_every=10"]
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from data_prep import synthetic
+    from prpose.data_prep import synthetic
 
     out = tmp_path_factory.mktemp("data") / "synthetic"
     rc = synthetic.main(argparse.Namespace(out=str(out), sequences=12, frames=30, seed=0, rig="h36m", cameras=4,
