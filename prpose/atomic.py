@@ -21,6 +21,7 @@ so a concurrent swap cannot mix two versions; `same_dir` tells whether the path 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import errno
 import fcntl
 import json
@@ -317,3 +318,12 @@ def same_dir(fd: int, target) -> bool:
         return False
     mine = os.fstat(fd)
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks (the checksum every prpose directory format records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from prpose.atomic import sha256_file
 from prpose.errors import PrposeError
 
 FORMAT_NAME = "prpose-model"
@@ -116,13 +117,6 @@ def weights_fingerprint(config_dict: dict, params: list[tuple[str, np.ndarray]])
     return f"{config_hash[:12]}-{h.hexdigest()[:12]}"
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 # --- export ----------------------------------------------------------------------------------------------------
 
@@ -177,7 +171,7 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
             "match_params": list(model.match_params),
             "arrays": [{"name": n, "keystr": k, "shape": list(a.shape), "dtype": a.dtype.str}
                        for n, k, a in params_flat + stats_flat],
-            "files": {f: {"bytes": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in (CONFIG, WEIGHTS)},
+            "files": {f: {"bytes": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in (CONFIG, WEIGHTS)},
             "info": info or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -211,7 +205,7 @@ class ExportedModel:
             f = self.path / fname
             if not f.is_file():
                 raise PrposeError(f"{self.path}: missing {fname}")
-            if f.stat().st_size != expected["bytes"] or (verify and _sha256(f) != expected["sha256"]):
+            if f.stat().st_size != expected["bytes"] or (verify and sha256_file(f) != expected["sha256"]):
                 raise PrposeError(f"{f}: size or SHA-256 differs from {MANIFEST}; the file was changed or corrupted")
         self.manifest = manifest
         with np.load(self.path / WEIGHTS, allow_pickle=False) as data:

@@ -203,13 +203,6 @@ def _resolve_factory(factory: str, count: int) -> str:
     return factory
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 # ----------------------------------------------------------------------------------------------------------
 # The index
@@ -700,7 +693,7 @@ class PoseIndex:
                     for name, values in self.metadata().items()
                 },
                 "search": {"ef_search": self.ef_search, "nprobe": self.nprobe},
-                "files": {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in listed},
+                "files": {f: {"size": (tmp / f).stat().st_size, "sha256": atomic.sha256_file(tmp / f)} for f in listed},
             }
             manifest["manifest_sha256"] = _manifest_digest(manifest)
             if model_ref is not None:

@@ -20,7 +20,6 @@ fingerprint, match parameters, seed, cameras, label tables, SHA-256 of the npz, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from prpose.atomic import sha256_file
 from prpose.errors import PrposeError
 
 FORMAT_NAME = "prpose-library"
@@ -38,13 +38,6 @@ LIBRARY_DIR = "library"  # where a packaged model keeps its library
 DEFAULT_MIN_DISTANCE = 0.05
 _BLOCK = 256  # pairwise NP-MPJPE block size (one compiled shape)
 
-
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- building --------------------------------------------------------------------------------------------------
@@ -180,7 +173,7 @@ def save_library(library: dict, directory: str | os.PathLike, *, overwrite: bool
         tmp.chmod(0o755)
         np.savez_compressed(tmp / ARRAYS, **library["arrays"])
         manifest = dict(library["manifest"], files={ARRAYS: {"bytes": (tmp / ARRAYS).stat().st_size,
-                                                             "sha256": _sha256(tmp / ARRAYS)}})
+                                                             "sha256": sha256_file(tmp / ARRAYS)}})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return out
 
@@ -204,7 +197,7 @@ class PoseLibrary:
                               f" expected {FORMAT_NAME!r} version {FORMAT_VERSION}")
         f = self.path / ARRAYS
         expected = manifest["files"][ARRAYS]
-        if not f.is_file() or f.stat().st_size != expected["bytes"] or _sha256(f) != expected["sha256"]:
+        if not f.is_file() or f.stat().st_size != expected["bytes"] or sha256_file(f) != expected["sha256"]:
             raise PrposeError(f"{f}: missing, or its size or SHA-256 differs from {MANIFEST}")
         if expected_fingerprint is not None and manifest["fingerprint"] != expected_fingerprint:
             raise PrposeError(f"{self.path}: the library was built by model {manifest['fingerprint']}, not by the "
