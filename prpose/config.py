@@ -203,8 +203,8 @@ def _cpu() -> TrainConfig:
     #   width 512 with milder rates (noise p 0.3, dropout 0.2 x 0.2, structured 0.1): 91.9 / 47.7 / 59.8 / 46.2
     #   <- this preset. Time on the shared 2-core machine (bench: 700-step runs of train.py one after the other,
     #   load 14-17): the previous preset 21 steps/s, this one 7.7 steps/s (width 512 and the per-view noise and
-    #   occlusion), i.e. 2.7x; the previous preset ran 20k steps in 5.7 min on the idle machine, so this one needs
-    #   about 15.5 min there (about 43 min at load 15).
+    #   occlusion), i.e. 2.7x under load; on the idle machine (load ~1.5, steps 500-1,500) it ran 30-32 steps/s,
+    #   i.e. about 11 min for 20k steps plus validation (the previous preset: 67 steps/s, 5.7 min).
     # Real detections as training views (augment.detection_probability; only datasets with detections, e.g.
     # `prpose prep h36m` on 3d-pose-baseline's tree; no effect on the mocap): this recipe at width 256, 3k steps on
     # Human3.6M S1/S5/S6/S7/S8, S9/S11 every 20th authors' frame (521), Hit@1 GT 2D / Stacked Hourglass 2D: without
