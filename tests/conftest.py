@@ -22,3 +22,17 @@ def shared_data() -> pathlib.Path:
     if not (path / "mocap").is_dir():
         pytest.skip(f"shared data not found at {path} (set PRPOSE_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """An untrained (random) tiny-preset embedder: enough to check that two implementations rank identically."""
+    from flax import nnx
+
+    from prpose.config import get_preset
+    from prpose.inference import PoseEmbedder, build_model
+
+    config = get_preset("tiny")
+    model = build_model(config.model)
+    _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    return PoseEmbedder.from_state(config, params, stats, fingerprint="test")

@@ -16,19 +16,6 @@ def data(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    """An untrained (random) tiny embedder: enough to check that two implementations rank identically."""
-    from flax import nnx
-
-    from prpose.config import get_preset
-    from prpose.inference import PoseEmbedder, build_model
-
-    config = get_preset("tiny")
-    model = build_model(config.model)
-    _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    return PoseEmbedder.from_state(config, params, stats, fingerprint="test")
-
 
 @pytest.mark.parametrize("ranking", ["match", "l2"])
 def test_pr_vipe_rows_agree_with_prpose_crossview(data, embedder, ranking):

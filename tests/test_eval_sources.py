@@ -36,18 +36,6 @@ def plain(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from flax import nnx
-
-    from prpose.config import get_preset
-    from prpose.inference import PoseEmbedder, build_model
-
-    config = get_preset("tiny")
-    model = build_model(config.model)
-    _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-    return PoseEmbedder.from_state(config, params, stats, fingerprint="test")
-
 
 def test_detected_views_drop_and_report_the_missing_camera_and_the_nose(data):
     from prpose.dataset import load_dataset
