@@ -17,6 +17,7 @@ import numpy as np
 
 from prpose.eval.protocol import Candidates, Features
 from prpose import keypoints as kp
+from prpose.buckets import pad_rows
 from prpose.errors import PrposeError
 
 # Two-stage ranking: rank exactly (match distance, NP-MPJPE) only this many candidates per query, found by a cheap
@@ -106,16 +107,6 @@ class Keypoints2DMethod:
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
         return squared_l2(query["x"], index["x"])
-
-
-def pad_rows(x: np.ndarray, minimum: int = 64) -> np.ndarray:
-    """Pad the first axis to a power of two (>= minimum) by repeating row 0, so that jitted kernels see few
-    distinct shapes (alignment calls them on sequences of every length; each new shape is a compile)."""
-    n = x.shape[0]
-    size = max(minimum, 1 << max(0, n - 1).bit_length())
-    if size == n or n == 0:
-        return x
-    return np.concatenate([x, np.repeat(x[:1], size - n, axis=0)])
 
 
 def pairwise_pose_distances(query: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from prpose import keypoints as kp
+from prpose.buckets import pad_rows
 from prpose.errors import PrposeError
 
 KS = (1, 5, 10, 20)
@@ -382,7 +383,8 @@ _NP_MPJPE_JIT = None
 
 
 def _padded_np_mpjpe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """np_mpjpe(a, b) for (M, 17, 3) pairs, padded to a power-of-two M so that few shapes get compiled."""
+    """np_mpjpe(a, b) for (M, 17, 3) pairs, padded to a power-of-two M (prpose.buckets) so that few shapes get
+    compiled."""
     global _NP_MPJPE_JIT
     if _NP_MPJPE_JIT is None:
         import jax
@@ -391,9 +393,7 @@ def _padded_np_mpjpe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
         _NP_MPJPE_JIT = jax.jit(np_mpjpe)
     m = a.shape[0]
-    size = max(1024, 1 << (m - 1).bit_length())
-    pad = ((0, size - m), (0, 0), (0, 0))
-    return np.asarray(_NP_MPJPE_JIT(np.pad(a, pad), np.pad(b, pad)))[:m]
+    return np.asarray(_NP_MPJPE_JIT(pad_rows(a, 1024), pad_rows(b, 1024)))[:m]
 
 
 def retrieved_np_mpjpe(query_poses: np.ndarray, retrieved_poses: np.ndarray, batch: int = 32768) -> np.ndarray:
@@ -420,7 +420,6 @@ def hits_from_errors(errors: np.ndarray, ks: Sequence[int], kappa: float) -> np.
 
 def pairwise_np_mpjpe_chunked(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
     """[i, j] = NP-MPJPE of a[i] aligned onto b[j]; a (N, 17, 3), b (M, 17, 3) -> (N, M), chunked over N."""
-    from prpose.eval.baselines import pad_rows
     from prpose.procrustes import pairwise_np_mpjpe
 
     out = np.empty((a.shape[0], b.shape[0]), np.float64)

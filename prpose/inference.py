@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from prpose import keypoints as kp
+from prpose.buckets import bucket_size
 from prpose.errors import PrposeError
 
 DEFAULT_BATCH_SIZE = 1024
@@ -334,7 +335,7 @@ class PoseEmbedder:
         for start in range(0, n, self.batch_size):
             stop = min(n, start + self.batch_size)
             m = stop - start
-            bucket = max(_MIN_BUCKET, 1 << (m - 1).bit_length()) if m < self.batch_size else self.batch_size
+            bucket = bucket_size(m, _MIN_BUCKET) if m < self.batch_size else self.batch_size
             xp = np.zeros((bucket, j, 2), np.float32)
             vp = np.ones((bucket, j), bool)
             xp[:m], vp[:m] = x[start:stop], vis[start:stop]
