@@ -73,23 +73,19 @@ def from_model(run_dir, data_dir, n, q, seed, jitter_px=3.0):
     """
     import jax
 
-    from prpose import keypoints as kpmod
     from prpose.dataset import load_dataset
     from prpose.inference import load_model
-    from prpose.normalize import normalize_2d
 
     model = load_model(run_dir)
     data = load_dataset(data_dir)
     kp = np.asarray(data.keypoints2d)  # (F, C, 17, 2) h36m17 pixels
     views = kp.reshape(-1, *kp.shape[2:])
     visible = np.asarray(data.visibility).reshape(-1, kp.shape[2])
-    _, valid = normalize_2d(kpmod.convert(views, "h36m17", "input13"),
-                            kpmod.convert(visible, "h36m17", "input13", axis=-1))
-    valid = np.asarray(valid)
-    views, visible = views[valid], visible[valid]
+    _, usable, skipped = model.embed_usable(views, profile="h36m17", visible=visible)
+    views, visible = views[usable], visible[usable]
     rng = np.random.default_rng(seed)
     copies = -(-(n + q) // len(views))
-    print(f"# data: {len(views)} usable views ({int((~valid).sum())} left out: torso hidden); "
+    print(f"# data: {len(views)} usable views ({len(skipped)} left out: torso hidden); "
           f"{copies} cop{'y' if copies == 1 else 'ies'} (jitter {jitter_px} px after the first)")
     rows = rng.permutation(copies * len(views))[: n + q]
     source = rows % len(views)
@@ -98,8 +94,8 @@ def from_model(run_dir, data_dir, n, q, seed, jitter_px=3.0):
     means, samples = [], []
     for lo in range(0, len(rows), 100_000):
         hi = min(lo + 100_000, len(rows))
-        emb = model.embed(points[lo:hi], profile="h36m17", scores=visible[source[lo:hi]].astype(np.float32),
-                          score_threshold=0.5, key=jax.random.fold_in(jax.random.key(seed), lo))
+        emb = model.embed(points[lo:hi], profile="h36m17", visible=visible[source[lo:hi]],
+                          key=jax.random.fold_in(jax.random.key(seed), lo))
         means.append(np.asarray(emb.mean, np.float32)), samples.append(np.asarray(emb.samples, np.float32))
     mean, samples = np.concatenate(means), np.concatenate(samples)
     return (mean[:n], samples[:n]), (mean[n:], samples[n:]), tuple(model.match_params), model.fingerprint

@@ -1,7 +1,7 @@
 """Working memory of `PoseIndex.search` against k: blocked (the default) vs one unbounded block (the old way).
 
 Issue 9 item 14: `prpose query` grew without bound with --k (2.9 GB for 32 queries at k = 2,500). The search now
-runs in blocks of a bounded number of (query, candidate) pairs (`prpose.index._PAIR_BUDGET` in the re-rank,
+runs in blocks of a bounded number of (query, candidate) pairs (`prpose.index.core._PAIR_BUDGET` in the re-rank,
 `_CANDIDATE_BUDGET` in the FAISS stage). This script prints, for 32
 queries against N random Pr-VIPE-shaped entries (K = 20, D = 16), the peak memory allocated during one search
 (tracemalloc, which numpy reports to) and its wall time, with the blocked search and with one block holding
@@ -18,7 +18,7 @@ import tracemalloc
 
 import numpy as np
 
-from prpose import index as index_mod
+from prpose.index import core as index_mod
 from prpose.index import PoseIndex
 
 

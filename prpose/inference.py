@@ -209,7 +209,7 @@ class PoseEmbedder:
         return self._model_spec.input_profile
 
     def embed(self, keypoints, profile: str | None = None, scores=None, score_threshold: float = 0.3,
-              key=None) -> Embeddings:
+              key=None, *, visible=None) -> Embeddings:
         """Embed N 2D poses; every row must be usable (see :meth:`embed_usable` for whole detector files).
 
         Args:
@@ -220,6 +220,8 @@ class PoseEmbedder:
           scores: optional (N, J) detector confidences; keypoints scoring below ``score_threshold`` count as
             missing: they do not enter the normalisation and are zeroed (and fed as a mask to models trained
             with one). Missing keypoints may be NaN; used ones must be finite.
+          visible: optional (N, J) bool, instead of ``scores`` when visibility is known (a prepared dataset's
+            projections): False marks a missing keypoint.
           key: jax PRNG key for the samples (default: a fixed key, so results are reproducible).
         Returns:
           Embeddings(mean (N, D), stddev (N, D), samples (N, K, D)) as NumPy float32.
@@ -228,7 +230,7 @@ class PoseEmbedder:
           mask input, or rows that are not usable (non-finite used keypoints, fewer than two visible torso
           joints, collapsed torso; the rows and the first reason are named).
         """
-        out, _, skipped = self.embed_usable(keypoints, profile, scores, score_threshold, key)
+        out, _, skipped = self.embed_usable(keypoints, profile, scores, score_threshold, key, visible=visible)
         if skipped:
             rows = [row for row, _ in skipped]
             raise PrposeError(f"embed: {len(rows)} pose(s) cannot be embedded: rows {rows[:10]}"
@@ -236,7 +238,7 @@ class PoseEmbedder:
         return out
 
     def embed_usable(self, keypoints, profile: str | None = None, scores=None, score_threshold: float = 0.3,
-                     key=None) -> UsableEmbeddings:
+                     key=None, *, visible=None) -> UsableEmbeddings:
         """Embed every usable row of a detector file and skip the others, saying why.
 
         Same arguments as :meth:`embed`. A row is skipped when a keypoint it uses (score >= threshold) is NaN
@@ -268,7 +270,14 @@ class PoseEmbedder:
                 f"lacks; only a model trained with a mask input (model.mask_mode other than 'none') can take "
                 f"them as missing")
         x = x.astype(np.float32, copy=False)
-        if scores is None:
+        if visible is not None:
+            if scores is not None:
+                raise PrposeError("embed: got both scores and visible; give one of them")
+            visible = np.asarray(visible)
+            if visible.dtype != bool or visible.shape != x.shape[:2]:
+                raise PrposeError(f"embed: visible has shape {visible.shape} and dtype {visible.dtype}, expected "
+                                  f"bool {x.shape[:2]} (N, J)")
+        elif scores is None:
             visible = np.ones(x.shape[:2], bool)
         else:
             s = np.asarray(scores, np.float32)

@@ -86,8 +86,6 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     Returns:
       {"arrays": {name: array}, "manifest": dict} for :func:`save_library`.
     """
-    from prpose import keypoints as kp
-    from prpose.numpy_forward import normalize_2d
     from prpose.progress import progress as progress_bar
 
     if not 0 < min_distance < 1:
@@ -107,19 +105,19 @@ def build_library(model, dataset, *, splits=("train", "val"), min_distance: floa
     points = np.asarray(dataset.keypoints2d[pose_rows])  # (P, C, 17, 2)
     visible = np.asarray(dataset.visibility[pose_rows])  # (P, C, 17)
     flat_points, flat_visible = points.reshape(-1, 17, 2), visible.reshape(-1, 17)
-    _, usable = normalize_2d(kp.convert(flat_points, "h36m17", "input13"),
-                             kp.convert(flat_visible, "h36m17", "input13", axis=-1))
-    entry_pose = np.repeat(np.arange(len(pose_rows)), num_cameras)[usable]
-    entry_camera = np.tile(np.arange(num_cameras), len(pose_rows))[usable]
+    # Views the embedder cannot use (torso hidden) are left out of the library and counted.
+    usable = np.zeros(len(flat_points), bool)
     means, stddevs = [], []
     chunk = 8192
-    for start in progress_bar(range(0, int(usable.sum()), chunk), desc="embedding views", unit="chunk",
+    for start in progress_bar(range(0, len(flat_points), chunk), desc="embedding views", unit="chunk",
                               enabled=progress):
-        sel = np.flatnonzero(usable)[start:start + chunk]
-        emb = model.embed(flat_points[sel], profile="h36m17", scores=flat_visible[sel].astype(np.float32),
-                          score_threshold=0.5)
+        emb, rows_used, _ = model.embed_usable(flat_points[start:start + chunk], profile="h36m17",
+                                               visible=flat_visible[start:start + chunk])
+        usable[start + rows_used] = True
         means.append(emb.mean)
         stddevs.append(emb.stddev)
+    entry_pose = np.repeat(np.arange(len(pose_rows)), num_cameras)[usable]
+    entry_camera = np.tile(np.arange(num_cameras), len(pose_rows))[usable]
     labels = {name: dataset.codes(name)[pose_rows] for name in ("source", "subject", "sequence")}
     arrays = {
         "poses3d": np.asarray(dataset.poses3d[pose_rows], np.float16),

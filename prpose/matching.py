@@ -7,8 +7,9 @@ For two inputs with K samples each, P(x1, x2) = mean of P over all K x K sample 
 Everything is computed in log space: log P = logaddexp(log(1-s) + log_sigmoid(.), log(s/2)) and the mean over
 pairs is a logsumexp minus log(K1 K2), so far-apart samples (sigmoid ~ 1e-40) never give log(0).
 
-JAX functions (float32, jittable, differentiable) are used for training and batched evaluation; the
-`*_np` float64 NumPy twins are for the FAISS re-ranker (prpose/index.py), which works on NumPy candidates.
+JAX functions (float32, jittable, differentiable) are used for training and batched evaluation. The NumPy
+implementation (float32 kernels and the float64 reference `match_distance_np`) is `prpose.index.kernels`, used
+without JAX by the pose index and library.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def pairwise_match_distance(queries, entries, a, b, smoothing):
     Q x N x K1 x K2 floats). Squared distances use |q|^2 + |x|^2 - 2 q.x (clamped at 0) so that the
     D axis is a matmul. Measured against the float64 twin (K=20, D=16, a=0.52, b=-0.5, s=0.1): max abs
     error in d of 5e-7 for embeddings of norm ~4 and 6e-6 at norm ~40 (exact differences: 4e-7), top-1
-    identical. Use `pairwise_match_distance_np` (float64) where exactness matters more than speed.
+    identical. Use `prpose.index.kernels.pairwise_match_distance_np` (float64) where exactness matters more
+    than speed.
     """
     where = "pairwise_match_distance"
     q = _check_samples(queries, "queries", where)
@@ -155,66 +157,3 @@ def _pairwise_core(queries, entries, a, b, smoothing):
     sq = jnp.maximum(q_sq[:, None, :, None] + x_sq[None, :, None, :] - 2.0 * cross, 0.0)
     dist = _safe_norm_from_squared(sq)
     return _distance_from_pair_distances(dist, a, b, smoothing, axes=(-2, -1))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# NumPy float64 twins (for the FAISS re-ranker).
-
-
-def _np_log_sigmoid(x):
-    # log sigmoid(x) = -log(1 + exp(-x)), stable for both signs.
-    return -np.logaddexp(0.0, -x)
-
-
-def _np_distance_from_pair_distances(dist, a, b, smoothing):
-    """dist (..., K1, K2) float64 -> (...) match distance."""
-    a = float(a)
-    b = float(b)
-    smoothing = float(smoothing)
-    _check_smoothing(smoothing, "match_distance_np")
-    log_sig = _np_log_sigmoid(-a * dist + b)
-    m = log_sig.max(axis=(-2, -1), keepdims=True)
-    lse = np.log(np.exp(log_sig - m).sum(axis=(-2, -1))) + m[..., 0, 0]
-    num_pairs = dist.shape[-2] * dist.shape[-1]
-    log_mean_sig = lse - np.log(num_pairs)
-    with np.errstate(divide="ignore"):  # log(0) = -inf when s == 0, which logaddexp handles
-        log_smooth = np.log(smoothing / 2.0)
-    return -np.logaddexp(np.log1p(-smoothing) + log_mean_sig, log_smooth)
-
-
-def match_distance_np(samples1, samples2, a, b, smoothing):
-    """float64 twin of `match_distance`, broadcasting over leading axes.
-
-    samples1: (..., K1, D), samples2: (..., K2, D) (leading shapes broadcast, e.g. (1, K, D) against
-    (C, K, D) re-ranks C candidates of one query) -> (...) float64.
-    """
-    s1 = np.asarray(samples1, np.float64)
-    s2 = np.asarray(samples2, np.float64)
-    if s1.ndim < 2 or s2.ndim < 2 or s1.shape[-1] != s2.shape[-1]:
-        raise PrposeError(
-            f"match_distance_np: samples1 {s1.shape} and samples2 {s2.shape}, expected (..., K, D) with equal D"
-        )
-    diff = s1[..., :, None, :] - s2[..., None, :, :]
-    dist = np.sqrt(np.sum(diff * diff, axis=-1))  # (..., K1, K2)
-    return _np_distance_from_pair_distances(dist, a, b, smoothing)
-
-
-def pairwise_match_distance_np(queries, entries, a, b, smoothing, chunk_size: int = 256):
-    """float64 twin of `pairwise_match_distance`: queries (Q, K1, D), entries (N, K2, D) -> (Q, N).
-
-    Exact differences, processed `chunk_size` entries at a time so memory stays ~Q x chunk x K1 x K2 x D.
-    """
-    q = np.asarray(queries, np.float64)
-    x = np.asarray(entries, np.float64)
-    if q.ndim != 3 or x.ndim != 3 or q.shape[-1] != x.shape[-1]:
-        raise PrposeError(
-            f"pairwise_match_distance_np: queries {q.shape} and entries {x.shape}, expected (Q, K, D) and "
-            "(N, K, D) with equal D"
-        )
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise PrposeError(f"pairwise_match_distance_np: chunk_size={chunk_size!r}, expected a positive integer")
-    out = np.empty((q.shape[0], x.shape[0]), np.float64)
-    for start in range(0, x.shape[0], chunk_size):
-        block = x[start : start + chunk_size]
-        out[:, start : start + block.shape[0]] = match_distance_np(q[:, None], block[None], a, b, smoothing)
-    return out

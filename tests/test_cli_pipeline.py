@@ -80,7 +80,7 @@ def test_query_table_and_picture(pipeline, capsys):
 
 
 def test_embed_writes_everything_needed_to_rank(pipeline):
-    from prpose.matching import match_distance_np
+    from prpose.index.kernels import match_distance_np
 
     queries, _ = _query_file(pipeline)
     out = pipeline / "emb.npz"

@@ -35,7 +35,7 @@ def test_pr_vipe_rows_agree_with_prpose_crossview(data, embedder, ranking):
 
 
 def test_match_distances_equal_the_numpy_reference(data, embedder):
-    from prpose.matching import pairwise_match_distance_np
+    from prpose.index.kernels import pairwise_match_distance_np
 
     views = protocol.views_from_dataset(data, "test")
     method = baselines.EmbeddingMethod(embedder, "match", index_chunk=5)

@@ -197,7 +197,7 @@ def test_head_as_nose_feeds_the_head_top_to_an_input13_embedder(data, embedder):
 
 @pytest.mark.parametrize("smoothing", [0.1, 0.0])
 def test_match_rerank_equals_the_float64_reference(smoothing):
-    from prpose.matching import match_distance_np
+    from prpose.index.kernels import match_distance_np
 
     rng = np.random.default_rng(3)
     q = rng.normal(size=(5, 20, 16)).astype(np.float32)

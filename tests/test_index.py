@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from prpose import index as index_mod
+from prpose.index import candidates, core, kernels, storage
 from prpose.errors import PrposeError
 from prpose.index import PoseIndex
 
@@ -59,7 +60,7 @@ def test_rerank_kernel_matches_float64_reference(s):
     rng = np.random.default_rng(3)
     q = rng.normal(size=(3, K, D)).astype(np.float32)
     x = (q[:, None] + rng.normal(scale=0.7, size=(3, 4, K, D))).astype(np.float32)
-    got = index_mod.rerank_distances(q, x, *PARAMS[:2], s)
+    got = kernels.rerank_distances(q, x, *PARAMS[:2], s)
     want = np.stack([reference_distance(q[i], x[i], *PARAMS[:2], s) for i in range(3)])
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
 
@@ -69,7 +70,7 @@ def test_rerank_kernel_far_apart_stays_finite_and_ordered():
     q = np.zeros((1, K, D), np.float32)
     x = np.zeros((1, 3, K, D), np.float32)
     x[0, :, :, 0] = np.array([300.0, 400.0, 500.0])[:, None]
-    got = index_mod.rerank_distances(q, x, 2.0, 0.0, 0.0)
+    got = kernels.rerank_distances(q, x, 2.0, 0.0, 0.0)
     want = reference_distance(q[0], x[0], 2.0, 0.0, 0.0)
     assert np.all(np.isfinite(got)) and np.all(np.diff(got[0]) > 0)
     np.testing.assert_allclose(got[0], want, rtol=1e-9)
@@ -98,14 +99,11 @@ def test_exact_search_matches_float64_brute_force():
         np.testing.assert_allclose(res.probabilities[i], np.exp(-d[order]), rtol=1e-5)
 
 
-def test_matches_teammate_float64_twin_when_available():
-    matching = pytest.importorskip("prpose.matching")
-    if not hasattr(matching, "match_distance_np"):
-        pytest.skip("prpose.matching.match_distance_np not available")
+def test_exact_search_matches_the_float64_kernel():
     idx, _, samples, _ = build(n=50)
     qm, qs = queries(2)
     res = idx.search_exact(qm, qs, k=5, fingerprint=idx.fingerprint)
-    want = matching.match_distance_np(qs[0][None], samples[res.ids[0]], *PARAMS)
+    want = kernels.match_distance_np(qs[0][None], samples[res.ids[0]], *PARAMS)
     np.testing.assert_allclose(res.distances[0], want, rtol=1e-5)
 
 
@@ -162,7 +160,7 @@ def test_fewer_entries_than_k_pads_with_minus_one():
 
 
 def test_incremental_add_and_auto_switch_to_hnsw(monkeypatch):
-    monkeypatch.setattr(index_mod, "AUTO_HNSW_THRESHOLD", 250)
+    monkeypatch.setattr(candidates, "AUTO_HNSW_THRESHOLD", 250)
     means, samples, meta = make_data(300)
     idx = PoseIndex(D, K, PARAMS, "m")
     ids = idx.add(means[:200], samples[:200], {k: v[:200] for k, v in meta.items()})
@@ -253,7 +251,7 @@ def test_interrupted_save_never_loads_as_complete(tmp_path, monkeypatch):
     def crash(path, manifest):
         raise KeyboardInterrupt("simulated crash before the manifest")
 
-    monkeypatch.setattr(index_mod, "_write_manifest", crash)
+    monkeypatch.setattr(storage, "_write_manifest", crash)
     with pytest.raises(KeyboardInterrupt):
         bigger.save(tmp_path / "ix")
     with pytest.raises(KeyboardInterrupt):
@@ -543,8 +541,8 @@ def test_chunked_search_equals_one_block(monkeypatch):
     idx, *_ = build(n=300)
     qm, qs = queries(9)
     whole = idx.search(qm, qs, k=20, fingerprint="model-abc")
-    monkeypatch.setattr(index_mod, "_PAIR_BUDGET", 7)
-    monkeypatch.setattr(index_mod, "_CANDIDATE_BUDGET", 50)
+    monkeypatch.setattr(core, "_PAIR_BUDGET", 7)
+    monkeypatch.setattr(core, "_CANDIDATE_BUDGET", 50)
     chunked = idx.search(qm, qs, k=20, fingerprint="model-abc")
     np.testing.assert_array_equal(chunked.ids, whole.ids)
     np.testing.assert_array_equal(chunked.distances, whole.distances)

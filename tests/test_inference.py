@@ -130,6 +130,24 @@ def test_scores_mark_missing_keypoints(run):
     assert not np.allclose(out.mean[0], full.mean[0])
 
 
+def test_visible_mask_is_the_scores_rule_without_fake_scores(run):
+    run_dir, _, dataset = run
+    model = load_model(run_dir)
+    points = np.asarray(dataset.keypoints2d[:6, 0], np.float32)
+    visible = np.ones((6, 17), bool)
+    visible[0, [12, 13, 15, 16]] = False  # row 0: elbows and wrists hidden
+    visible[1, [1, 4, 11, 14]] = False  # row 1: both hips and both shoulders hidden -> not usable
+    by_mask = model.embed_usable(points, profile="h36m17", visible=visible)
+    by_scores = model.embed_usable(points, profile="h36m17", scores=visible.astype(np.float32), score_threshold=0.5)
+    assert by_mask.rows.tolist() == by_scores.rows.tolist() == [0, 2, 3, 4, 5]
+    assert [row for row, _ in by_mask.skipped] == [1] and "torso" in by_mask.skipped[0][1]
+    np.testing.assert_array_equal(by_mask.embeddings.samples, by_scores.embeddings.samples)
+    with pytest.raises(PrposeError, match="both scores and visible"):
+        model.embed(points, profile="h36m17", scores=np.ones((6, 17)), visible=visible)
+    with pytest.raises(PrposeError, match=r"visible has shape \(6, 13\)"):
+        model.embed(points, profile="h36m17", visible=np.ones((6, 13), bool))
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda k: k[:, :12], r"shape \(4, 12, 2\), expected \(N, 13, 2\) for profile 'input13'"),
     (lambda k: k[0], r"expected \(N, 13, 2\)"),

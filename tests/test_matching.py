@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from prpose.errors import PrposeError
+from prpose.index.kernels import match_distance_np, pairwise_match_distance_np
 from prpose.matching import (
     log_match_probability,
     match_distance,
-    match_distance_np,
     match_probability,
     pairwise_match_distance,
-    pairwise_match_distance_np,
     sample_embeddings,
 )
 

@@ -58,12 +58,10 @@ def main(args) -> int:
 def _build(args, out: pathlib.Path) -> int:
     import jax
 
-    from prpose import keypoints as kp
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
     from prpose.index import PoseIndex
     from prpose.inference import load_model
-    from prpose.normalize import normalize_2d
     from prpose.progress import progress
 
     dataset = load_dataset(args.data)
@@ -82,28 +80,23 @@ def _build(args, out: pathlib.Path) -> int:
                 chunk = rows[start:start + _CHUNK]
                 points = np.asarray(dataset.keypoints2d[chunk, column])
                 visible = np.asarray(dataset.visibility[chunk, column])
-                # Views whose torso is hidden cannot be normalised: skip them, count them, say so.
-                _, valid = normalize_2d(kp.convert(points, "h36m17", model.input_profile),
-                                        kp.convert(visible, "h36m17", model.input_profile, axis=-1),
-                                        model.input_profile)
-                valid = np.asarray(valid)
-                skipped += int((~valid).sum())
-                chunk, points, visible = chunk[valid], points[valid], visible[valid]
-                if chunk.size:
-                    # A distinct sample key per chunk: entries must not share their noise draws.
-                    key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
-                    emb = model.embed(points, profile="h36m17", scores=visible.astype(np.float32),
-                                      score_threshold=0.5, key=key)
+                # A distinct sample key per chunk: entries must not share their noise draws. Views whose torso is
+                # hidden cannot be normalised: the embedder skips them; they are counted and reported.
+                key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
+                emb, usable, _ = model.embed_usable(points, profile="h36m17", visible=visible, key=key)
+                skipped += chunk.size - usable.size
+                if usable.size:
+                    chunk = chunk[usable]
                     index.add(emb.mean, emb.samples, {
                         **{name: values[chunk] for name, values in labels.items()},
                         "frame": np.asarray(dataset.frame[chunk]),
                         "camera": np.full(chunk.size, dataset.camera_names[column]),
                         "row": chunk,
                         "pose3d": np.asarray(dataset.poses3d[chunk]),
-                        "keypoints2d": points,
-                        "visible": visible,
+                        "keypoints2d": points[usable],
+                        "visible": visible[usable],
                     })
-                bar.update(valid.size)
+                bar.update(len(points))
     if len(index) == 0:
         raise PrposeError(f"{args.data}: no view could be embedded ({skipped} skipped: torso not visible)")
     index.save(out, model_ref={"run_dir": str(pathlib.Path(args.model).resolve()), "fingerprint": model.fingerprint,

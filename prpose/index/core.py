@@ -1,0 +1,490 @@
+"""The pose index: per-entry probabilistic embeddings and metadata, searched by exact match distance.
+
+`PoseIndex.search` works in two stages: (1) a FAISS index over the embedding means proposes `candidates`
+entries per query (`prpose.index.candidates`; mean distance is a cheap proxy for the match distance d);
+(2) d is computed exactly from the stored samples for those candidates only (`prpose.index.kernels`) and the
+candidates are re-sorted. `PoseIndex.search_exact` scores every entry (`prpose.index.exact`) and is the reference
+the two-stage search is measured against (bench/bench_index.py). `save`/`load` go through `prpose.index.storage`.
+
+The interface follows FAISS (`add`, `search`, `save`, `load`, a factory string), with per-entry metadata
+(source, subject, sequence, frame, camera, optional pose3d) kept alongside and returned with the hits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from prpose.errors import PrposeError
+from prpose.index import candidates as cand_stage
+from prpose.index import storage
+from prpose.index.exact import exact_search
+from prpose.index.kernels import rerank_distances, sample_norms, validate_match_params
+
+#: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
+REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
+
+#: (query, candidate) pairs per block of the exact re-rank: bounds its working memory to about
+#: _PAIR_BUDGET x K x (K + 2 D) floats (~40 MB at K = 20, D = 16) whatever the number of queries and k.
+_PAIR_BUDGET = 8192
+#: (query, candidate) pairs per block of the FAISS candidate stage (~ pairs x (D + 6) x 4 bytes, ~11 MB at D = 16):
+#: larger than the re-rank blocks because FAISS answers big query batches faster.
+_CANDIDATE_BUDGET = 16 * _PAIR_BUDGET
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Hits for Q queries, best first.
+
+    distances: (Q, k) float32 match distance d = -log P (ascending; +inf where fewer than k entries exist).
+    probabilities: (Q, k) float32 match probability exp(-d) (0 for padding).
+    ids: (Q, k) int64 entry ids (insertion order, from 0); -1 for padding.
+    metadata: field -> (Q, k, ...) metadata of each hit (zero / empty string for padding).
+    """
+
+    distances: np.ndarray
+    probabilities: np.ndarray
+    ids: np.ndarray
+    metadata: dict[str, np.ndarray]
+
+    def rows(self, query: int = 0) -> list[dict[str, Any]]:
+        """The hits of one query as a list of dicts (id, distance, probability and the metadata fields)."""
+        out = []
+        for j in range(self.ids.shape[1]):
+            if self.ids[query, j] < 0:
+                break
+            row = {
+                "id": int(self.ids[query, j]),
+                "distance": float(self.distances[query, j]),
+                "probability": float(self.probabilities[query, j]),
+            }
+            for name, values in self.metadata.items():
+                value = values[query, j]
+                row[name] = value.item() if np.ndim(value) == 0 else value
+            out.append(row)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The index
+
+
+class PoseIndex:
+    """Probabilistic pose embeddings with per-entry metadata; search by exact match distance.
+
+    Args:
+      embedding_dim: D, the embedding size (16 for Pr-VIPE).
+      num_samples: K, samples stored per entry (20).
+      match_params: (a, b, smoothing) of the model that produced the embeddings (`PoseEmbedder.match_params`).
+      fingerprint: the model's fingerprint (`PoseEmbedder.fingerprint`); `load` can refuse another model's index.
+      profile: keypoint profile of the model input, recorded for the user ("input13").
+      factory: FAISS factory string for the candidate stage over means ("Flat", "HNSW32", "IVF1024,Flat", ...)
+        or "auto": exact "Flat" under candidates.AUTO_HNSW_THRESHOLD entries, "HNSW32" (efConstruction 100) above.
+        Indexes that need training (IVF) are trained on the stored means when first built.
+      sample_dtype: "float32" (default) or "float16" storage of the samples; computation is float32 either way.
+        float16 halves memory (640 B/entry at K=20, D=16) at the cost of ~1e-3 sample rounding.
+
+    The FAISS structure is built lazily at the first search/save after `add`, so "auto" sees the real size.
+    Search-time knobs, FAISS style: `index.ef_search` (HNSW; None = max(candidates.DEFAULT_EF_SEARCH, number of candidates)) and
+    `index.nprobe` (IVF; None = candidates.DEFAULT_NPROBE). Not thread-safe (the FAISS parameters are set per call).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_samples: int,
+        match_params,
+        fingerprint: str,
+        profile: str = "input13",
+        factory: str = "auto",
+        sample_dtype: str = "float32",
+    ):
+        where = "PoseIndex"
+        if not isinstance(embedding_dim, (int, np.integer)) or embedding_dim < 1:
+            raise PrposeError(f"{where}: embedding_dim={embedding_dim!r}, expected a positive integer")
+        if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise PrposeError(f"{where}: num_samples={num_samples!r}, expected a positive integer")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise PrposeError(f"{where}: fingerprint={fingerprint!r}, expected a non-empty string")
+        if not isinstance(factory, str) or not factory:
+            raise PrposeError(f"{where}: factory={factory!r}, expected 'auto' or a FAISS factory string")
+        if sample_dtype not in storage.SAMPLE_DTYPES:
+            raise PrposeError(f"{where}: sample_dtype={sample_dtype!r}, expected one of {storage.SAMPLE_DTYPES}")
+        self.embedding_dim = int(embedding_dim)
+        self.num_samples = int(num_samples)
+        self.match_params = validate_match_params(match_params, where)
+        self.fingerprint = fingerprint
+        self.profile = str(profile)
+        self.factory = factory
+        self.sample_dtype = sample_dtype
+        self.ef_search: int | None = None
+        self.nprobe: int | None = None
+        if factory != "auto":
+            cand_stage.make_faiss(self.embedding_dim, factory)  # fail now, not at the first search, on a bad factory string
+        self._means: list[np.ndarray] = []
+        self._samples: list[np.ndarray] = []
+        self._metadata: dict[str, list[np.ndarray]] | None = None
+        self._count = 0
+        self._faiss = None
+        self._faiss_factory: str | None = None
+        self._sample_norms: np.ndarray | None = None
+
+    # -- basic properties ---------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        """Number of entries (FAISS naming)."""
+        return self._count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def metadata_fields(self) -> tuple[str, ...]:
+        return tuple(self._metadata) if self._metadata is not None else ()
+
+    @property
+    def faiss_factory(self) -> str:
+        """The FAISS structure in use (the resolved "auto" choice)."""
+        return cand_stage.resolve_factory(self.factory, self._count)
+
+    def __repr__(self) -> str:
+        return (
+            f"PoseIndex(ntotal={self._count}, embedding_dim={self.embedding_dim}, num_samples={self.num_samples}, "
+            f"factory={self.factory!r} -> {self.faiss_factory!r}, sample_dtype={self.sample_dtype!r}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
+
+    def means(self) -> np.ndarray:
+        """All stored means (N, D) float32."""
+        self._consolidate()
+        return self._means[0] if self._means else np.zeros((0, self.embedding_dim), np.float32)
+
+    def samples(self) -> np.ndarray:
+        """All stored samples (N, K, D) in the storage dtype."""
+        self._consolidate()
+        if self._samples:
+            return self._samples[0]
+        return np.zeros((0, self.num_samples, self.embedding_dim), self.sample_dtype)
+
+    def metadata(self) -> dict[str, np.ndarray]:
+        """All stored metadata, field -> (N, ...)."""
+        self._consolidate()
+        return {name: chunks[0] for name, chunks in (self._metadata or {}).items()}
+
+    # -- adding -------------------------------------------------------------------------------------------
+
+    def _check_embeddings(self, means, samples, where, name_means, name_samples):
+        try:
+            m = np.asarray(means)
+            s = np.asarray(samples)
+        except (TypeError, ValueError) as err:
+            raise PrposeError(f"{where}: could not read {name_means}/{name_samples} as arrays ({err})")
+        for name, arr in ((name_means, m), (name_samples, s)):
+            if arr.dtype.kind not in "fiu":
+                raise PrposeError(f"{where}: {name} has dtype {arr.dtype}, expected a float array")
+        d, k = self.embedding_dim, self.num_samples
+        if m.ndim != 2 or m.shape[1] != d:
+            raise PrposeError(f"{where}: {name_means} has shape {m.shape}, expected (N, {d})")
+        if s.ndim != 3 or s.shape[1:] != (k, d) or s.shape[0] != m.shape[0]:
+            raise PrposeError(
+                f"{where}: {name_samples} has shape {s.shape}, expected ({m.shape[0]}, {k}, {d}) to match "
+                f"{name_means} {m.shape} and the index (K={k}, D={d})"
+            )
+        m = np.ascontiguousarray(m, np.float32)
+        s = np.ascontiguousarray(s, np.float32)
+        for name, arr in ((name_means, m), (name_samples, s)):
+            finite = np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
+            if not finite.all():
+                bad = np.flatnonzero(~finite)
+                raise PrposeError(
+                    f"{where}: {name} has {bad.size} row(s) with NaN/inf values (first rows {bad[:5].tolist()}); "
+                    "expected finite embeddings"
+                )
+        return m, s
+
+    def _check_metadata(self, metadata, n, where):
+        if metadata is None:
+            if self._metadata:
+                raise PrposeError(
+                    f"{where}: metadata=None, but the index stores fields {list(self._metadata)}; "
+                    "give them for every added entry"
+                )
+            return None
+        if isinstance(metadata, np.ndarray) and metadata.dtype.names:
+            metadata = {name: metadata[name] for name in metadata.dtype.names}
+        if not isinstance(metadata, Mapping):
+            raise PrposeError(
+                f"{where}: metadata of type {type(metadata).__name__}, expected a dict of per-entry arrays "
+                "or a structured array"
+            )
+        missing = [f for f in REQUIRED_METADATA_FIELDS if f not in metadata]
+        if missing:
+            raise PrposeError(
+                f"{where}: metadata lacks fields {missing}; expected at least {list(REQUIRED_METADATA_FIELDS)}"
+            )
+        out = {}
+        for name, values in metadata.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise PrposeError(f"{where}: metadata field name {name!r}, expected a Python identifier")
+            arr = np.asarray(values)
+            if arr.dtype.kind == "O":
+                arr = arr.astype(str)  # .npy files are written without pickle: objects become strings
+            if arr.dtype.kind not in "biufUS":
+                raise PrposeError(f"{where}: metadata[{name!r}] has dtype {arr.dtype}, expected numbers or strings")
+            if arr.ndim == 0 or arr.shape[0] != n:
+                raise PrposeError(
+                    f"{where}: metadata[{name!r}] has shape {arr.shape}, expected {n} rows (one per entry)"
+                )
+            if name == "pose3d" and arr.shape[1:] != (17, 3):
+                raise PrposeError(f"{where}: metadata['pose3d'] has shape {arr.shape}, expected ({n}, 17, 3)")
+            out[name] = arr
+        if self._metadata is not None and self._count > 0:
+            if set(out) != set(self._metadata):
+                raise PrposeError(
+                    f"{where}: metadata fields {sorted(out)} differ from the index's {sorted(self._metadata)}"
+                )
+            for name, arr in out.items():
+                old = self._metadata[name][0]
+                if arr.shape[1:] != old.shape[1:] or (arr.dtype.kind in "US") != (old.dtype.kind in "US"):
+                    raise PrposeError(
+                        f"{where}: metadata[{name!r}] has per-entry shape {arr.shape[1:]} and dtype {arr.dtype}, "
+                        f"expected {old.shape[1:]} and a dtype like {old.dtype} (as already stored)"
+                    )
+        return out
+
+    def add(self, means, samples, metadata=None) -> np.ndarray:
+        """Append N entries; returns their ids (N,) int64.
+
+        means: (N, D) embedding means (stage 1 searches these); samples: (N, K, D) the K samples that define the
+        match distance; metadata: dict field -> (N, ...) or a structured array with at least
+        source, subject, sequence, frame, camera (pose3d (N, 17, 3) and other fields optional), or None when the
+        index carries no metadata. Object arrays are stored as strings.
+        """
+        where = "PoseIndex.add"
+        m, s = self._check_embeddings(means, samples, where, "means", "samples")
+        meta = self._check_metadata(metadata, len(m), where)
+        if self._count == 0:
+            self._metadata = None if meta is None else {name: [] for name in meta}
+        if self.sample_dtype == "float16":
+            limit = float(np.finfo(np.float16).max)
+            if s.size and np.abs(s).max() > limit:
+                raise PrposeError(
+                    f"{where}: samples reach |{np.abs(s).max():.4g}|, beyond float16 range {limit}; "
+                    "use sample_dtype='float32'"
+                )
+        ids = np.arange(self._count, self._count + len(m), dtype=np.int64)
+        self._means.append(m)
+        self._samples.append(s.astype(self.sample_dtype, copy=False))
+        if meta is not None:
+            for name, arr in meta.items():
+                self._metadata[name].append(arr)
+        self._count += len(m)
+        self._sample_norms = None
+        return ids
+
+    def _consolidate(self):
+        if len(self._means) > 1:
+            self._means = [np.concatenate(self._means)]
+            self._samples = [np.concatenate(self._samples)]
+            for name in self._metadata or {}:
+                self._metadata[name] = [np.concatenate(self._metadata[name])]
+
+    # -- the FAISS candidate stage ------------------------------------------------------------------------
+
+    def _ensure_faiss(self):
+        """Build (or extend) the FAISS index over the means so that it holds every entry."""
+        resolved = cand_stage.resolve_factory(self.factory, self._count)
+        if self._faiss is not None and self._faiss_factory == resolved:
+            if self._faiss.ntotal < self._count:
+                self._faiss.add(self.means()[self._faiss.ntotal :])
+            return self._faiss
+        self._faiss, self._faiss_factory = cand_stage.build_faiss(resolved, self.means()), resolved
+        return self._faiss
+
+    # -- searching ----------------------------------------------------------------------------------------
+
+    def _check_query(self, query_means, query_samples, k, fingerprint, where):
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise PrposeError(
+                f"{where}: embeddings from model {fingerprint!r}, but the index was built with model "
+                f"{self.fingerprint!r}; embed with that model or rebuild the index (fingerprint=None skips the check)"
+            )
+        if self._count == 0:
+            raise PrposeError(f"{where}: the index is empty; add entries first")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise PrposeError(f"{where}: k={k!r}, expected a positive integer")
+        m, s = self._check_embeddings(query_means, query_samples, where, "query_means", "query_samples")
+        return m, s, int(k)
+
+    def search(self, query_means, query_samples, k: int, candidates: int | None = None, *,
+               fingerprint: str | None) -> SearchResult:
+        """Two-stage search: FAISS over means proposes candidates, exact match distance re-ranks them.
+
+        query_means: (Q, D); query_samples: (Q, K, D); k: hits per query; candidates: how many FAISS
+        candidates to re-rank per query (default max(8k, 64), at least k). fingerprint (required): the
+        fingerprint of the model that embedded the queries (`PoseEmbedder.fingerprint`); another model's
+        embeddings are refused, since distances between two models' spaces mean nothing. Pass None only to
+        skip that check deliberately. Results are identical whether the queries come in one batch or one at a
+        time; the work runs in blocks of a bounded number of (query, candidate) pairs, so memory stays
+        bounded for any Q and k (beyond the (Q, k) result itself).
+
+        Why 8k: mean distance is only a proxy for d (an entry's spread also moves d). On 1M synthetic entries
+        with the model's initial (flattest) match parameters, 4k = 80 candidates gave recall@20 0.88 against
+        brute force and 8k = 160 gave 0.995 (recall@1 0.995 / 1.000); bench/bench_index.py measures this.
+        """
+        where = "PoseIndex.search"
+        qm, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
+        if candidates is None:
+            candidates = max(8 * k, 64)
+        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < k:
+            raise PrposeError(f"{where}: candidates={candidates!r}, expected an integer >= k={k}")
+        n = self._count
+        num = min(int(candidates), n)
+        # Ask FAISS for a margin more, then keep the `num` nearest by means recomputed here per query: FAISS
+        # batches switch to BLAS distances (different rounding) so its boundary could depend on the batch.
+        wide = min(n, num + max(8, num // 8))
+        index = self._ensure_faiss()
+        cand_stage.set_search_params(index, self._faiss_factory, wide, self.ef_search, self.nprobe)
+        block = max(1, _CANDIDATE_BUDGET // wide)
+        parts = [self._search_block(index, qm[lo : lo + block], qs[lo : lo + block], num, wide, k)
+                 for lo in range(0, max(len(qm), 1), block)]
+        if len(parts) == 1:
+            return parts[0]
+        return SearchResult(
+            distances=np.concatenate([p.distances for p in parts]),
+            probabilities=np.concatenate([p.probabilities for p in parts]),
+            ids=np.concatenate([p.ids for p in parts]),
+            metadata={name: np.concatenate([p.metadata[name] for p in parts]) for name in parts[0].metadata},
+        )
+
+    def _search_block(self, index, qm, qs, num, wide, k) -> SearchResult:
+        return self._rerank(qs, cand_stage.nearest_candidates(index, self.means(), qm, num, wide), k)
+
+    def _rerank(self, qs, cand, k) -> SearchResult:
+        """Exact d of each query (Q, K, D) to its candidates (Q, C) ids, in blocks of <= _PAIR_BUDGET pairs."""
+        a, b, s = self.match_params
+        samples = self.samples()
+        nq, num = cand.shape
+        dist = np.full((nq, num), np.inf)
+        rows = max(1, _PAIR_BUDGET // max(num, 1))
+        cols = max(1, _PAIR_BUDGET // rows)
+        for lo in range(0, nq, rows):
+            hi = min(lo + rows, nq)
+            for clo in range(0, num, cols):
+                chi = min(clo + cols, num)
+                c = cand[lo:hi, clo:chi]
+                valid = c >= 0
+                x = samples[np.where(valid, c, 0)].astype(np.float32, copy=False)
+                d = rerank_distances(qs[lo:hi], x, a, b, s)
+                dist[lo:hi, clo:chi] = np.where(valid, d, np.inf)
+        return self._top_k(dist, cand, k)
+
+    def _top_k(self, dist, ids, k) -> SearchResult:
+        """Sort each row by (distance, id) and keep k; pads with id -1 / +inf when a row has fewer entries."""
+        nq, width = dist.shape
+        if width < k:
+            dist = np.concatenate([dist, np.full((nq, k - width), np.inf)], axis=1)
+            ids = np.concatenate([ids, np.full((nq, k - width), -1, np.int64)], axis=1)
+        tie = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+        order = np.lexsort((tie, dist), axis=-1)[:, :k]
+        d = np.take_along_axis(dist, order, axis=1)
+        i = np.take_along_axis(ids, order, axis=1)
+        i = np.where(np.isfinite(d), i, -1).astype(np.int64)
+        return self._result(d, i)
+
+    def _result(self, d, ids) -> SearchResult:
+        pad = ids < 0
+        meta = {}
+        for name, values in self.metadata().items():
+            rows = values[np.where(pad, 0, ids)]
+            rows[pad] = np.zeros((), values.dtype)
+            meta[name] = rows
+        d32 = d.astype(np.float32)
+        return SearchResult(
+            distances=d32,
+            probabilities=np.where(pad, 0.0, np.exp(-d)).astype(np.float32),
+            ids=ids,
+            metadata=meta,
+        )
+
+    def search_exact(self, query_means, query_samples, k: int, *, fingerprint: str | None) -> SearchResult:
+        """Brute-force reference: exact match distance from every query to every entry (all K x K pairs).
+
+        query_means: (Q, D) (checked, unused: the ranking depends on samples only); query_samples: (Q, K, D);
+        fingerprint: as in `search`. Costs ~N x K^2 sample distances per query (about 1.5 s per query at 1M
+        entries on this machine).
+        """
+        where = "PoseIndex.search_exact"
+        _, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
+        samples = self.samples()
+        if self._sample_norms is None:
+            self._sample_norms = sample_norms(samples)
+        d, ids = exact_search(samples, self._sample_norms, qs, k, self.match_params)
+        return self._top_k(d, ids, k)
+
+    # -- persistence --------------------------------------------------------------------------------------
+
+    def save(self, directory, model_ref: Mapping | None = None) -> pathlib.Path:
+        """Write the index to `directory` atomically (prpose.atomic: lock, temp directory, swap).
+
+        model_ref: optional JSON-able description of the model that built the index (`prpose index build`
+        gives its run directory and fingerprint), written as model.json in the same atomic replace. It is not
+        hashed: a user may edit it (for example after moving the run directory).
+
+        Layout: manifest.json (written last), faiss.index (faiss.write_index), means.npy (N, D) float32,
+        samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field. The manifest lists every file
+        with its size and SHA-256 and carries manifest_sha256, the SHA-256 of its own other fields. An existing
+        index at `directory` is replaced only once the new one is complete; anything else there (a prepared
+        dataset, a folder of documents) is refused with a PrposeError, and so is a second concurrent writer.
+        """
+        a, b, s = self.match_params
+        settings = {
+            "fingerprint": self.fingerprint,
+            "profile": self.profile,
+            "embedding_dim": self.embedding_dim,
+            "num_samples": self.num_samples,
+            "match_params": {"a": a, "b": b, "smoothing": s},
+            "factory": self.factory,
+            "count": self._count,
+            "sample_dtype": self.sample_dtype,
+            "search": {"ef_search": self.ef_search, "nprobe": self.nprobe},
+        }
+        faiss_index = self._ensure_faiss() if self._count > 0 else None
+        settings["faiss_factory"] = self._faiss_factory
+        return storage.write_index(directory, settings, self.means(), self.samples(), self.metadata(), faiss_index,
+                                   model_ref)
+
+    @classmethod
+    def load(cls, directory, expected_fingerprint: str | None = None, verify: bool = True) -> "PoseIndex":
+        """Read an index written by `save`.
+
+        expected_fingerprint: refuse an index built with another model. verify: check every file's SHA-256
+        against the manifest (sizes, file names and the manifest's own checksum are always checked). Only the
+        index's own regular files inside `directory` are read (no symbolic links, no names from the manifest
+        beyond the format's), each exactly once: its bytes are hashed and parsed from the same buffer, all
+        through one directory descriptor, so a concurrent rebuild in place cannot mix two builds. A save
+        interrupted between its two renames is repaired first (prpose.atomic.recover).
+        Raises PrposeError naming the file and problem.
+        """
+        index, stored = storage.read_index(directory, cls._from_manifest, expected_fingerprint, verify)
+        if len(stored.means):
+            index._means, index._samples = [stored.means], [stored.samples]
+            index._metadata = {name: [values] for name, values in stored.metadata.items()} if stored.metadata else None
+            index._count = len(stored.means)
+        index.ef_search = stored.search.get("ef_search")
+        index.nprobe = stored.search.get("nprobe")
+        index._faiss, index._faiss_factory = stored.faiss_index, stored.faiss_factory
+        return index
+
+    @classmethod
+    def _from_manifest(cls, m: dict) -> "PoseIndex":
+        return cls(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"], profile=m["profile"],
+                   factory=m["factory"], sample_dtype=m["sample_dtype"])

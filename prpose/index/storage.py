@@ -1,0 +1,379 @@
+"""The index's storage: format "prpose-index" version 2, its constants, writing, and checked reading.
+
+A directory: manifest.json (written last; `files` lists every other file, faiss.index included, with size +
+SHA-256; `manifest_sha256` = SHA-256 of the manifest's other fields as canonical JSON), faiss.index (the candidate
+stage), means.npy (N, D) float32, samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field, and
+model.json (not hashed: the model that built the index, written by `prpose index build` in the same atomic
+replace). Writing goes through `prpose.atomic.replacing` (lock, temp directory, swap). Reading takes only these
+names, never symbolic links, each file once through one directory descriptor (hashed and parsed from the same
+bytes), so a rebuild in place cannot mix two builds. Version 1 indexes are refused with "rebuild".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import stat
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from prpose import atomic
+from prpose.errors import PrposeError
+from prpose.index.candidates import resolve_factory
+
+FORMAT_NAME = "prpose-index"
+#: 2: every file (faiss.index included) hashed and confined to the directory; the manifest hashes itself.
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+FAISS_FILE = "faiss.index"
+#: Written beside the index files by `prpose index build`: the model (run directory) that built it.
+MODEL_REF = "model.json"
+#: How samples may be stored (computation is float32 either way).
+SAMPLE_DTYPES = ("float32", "float16")
+
+_MANIFEST_MAX_BYTES = 16 << 20
+_LOAD_ATTEMPTS = 50  # re-reads when a concurrent save replaces the directory while it is read
+
+
+@dataclasses.dataclass
+class StoredArrays:
+    """What `read_index` reads besides the manifest: means (N, D), samples (N, K, D), metadata field -> (N, ...),
+    the deserialised FAISS index (None when the index is empty) and the search settings saved with it."""
+
+    means: np.ndarray
+    samples: np.ndarray
+    metadata: dict[str, np.ndarray]
+    faiss_index: Any
+    faiss_factory: str | None
+    search: dict[str, int | None]
+
+
+def write_index(directory, settings: Mapping[str, Any], means, samples, metadata: Mapping[str, np.ndarray],
+                faiss_index, model_ref: Mapping | None = None) -> pathlib.Path:
+    """Write an index to `directory` atomically; an existing prpose index there is replaced, anything else refused.
+
+    settings: the manifest's index fields (fingerprint, profile, embedding_dim, num_samples, match_params
+    {a, b, smoothing}, factory, faiss_factory, count, sample_dtype, search {ef_search, nprobe});
+    means (N, D) float32; samples (N, K, D); metadata field -> (N, ...); faiss_index: the candidate stage (None
+    when the index is empty); model_ref: optional JSON-able description of the model, written as model.json.
+    """
+    target = pathlib.Path(directory)
+    with atomic.replacing(target, is_ours=is_index_dir, kind="prpose index") as tmp:
+        files = {"means.npy": means, "samples.npy": samples}
+        for name, values in metadata.items():
+            files[f"meta_{name}.npy"] = values
+        for fname, arr in files.items():
+            np.save(tmp / fname, arr, allow_pickle=False)
+        faiss_name = None
+        if faiss_index is not None:
+            import faiss
+
+            faiss.write_index(faiss_index, str(tmp / FAISS_FILE))
+            faiss_name = FAISS_FILE
+        listed = list(files) + ([faiss_name] if faiss_name else [])
+        manifest = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            **settings,
+            "faiss_factory": settings["faiss_factory"] if faiss_name else None,
+            "faiss_file": faiss_name,
+            "metadata_fields": {
+                name: {"dtype": values.dtype.str, "shape": list(values.shape[1:])} for name, values in metadata.items()
+            },
+            "files": {f: {"size": (tmp / f).stat().st_size, "sha256": atomic.sha256_file(tmp / f)} for f in listed},
+        }
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+        if model_ref is not None:
+            (tmp / MODEL_REF).write_text(json.dumps(dict(model_ref), indent=1))
+        _write_manifest(tmp / MANIFEST, manifest)
+    return target
+
+
+def read_index(directory, make_index: Callable[[dict], Any], expected_fingerprint: str | None = None,
+               verify: bool = True):
+    """Read and check an index written by `write_index` -> (make_index(manifest), StoredArrays).
+
+    make_index: builds the (empty) index object from the parsed manifest (fingerprint, profile, embedding_dim,
+    num_samples, match_params (a, b, s), factory, sample_dtype, ...), raising PrposeError for values it refuses
+    (the error is prefixed with the manifest's path). expected_fingerprint: refuse an index built with another
+    model. verify: check every file's SHA-256 (sizes, file names and the manifest's own checksum are always
+    checked). A save interrupted between its two renames is repaired first (prpose.atomic.recover).
+    Raises PrposeError naming the file and problem.
+    """
+    root = pathlib.Path(directory)
+    atomic.recover(root, is_index_dir)
+    for _ in range(_LOAD_ATTEMPTS):
+        dfd = atomic.open_dir(root, "a prpose index directory (written by `prpose index build`)")
+        try:
+            return _read_from(root, dfd, make_index, expected_fingerprint, verify)
+        except _Vanished as gone:
+            if atomic.same_dir(dfd, root):  # not a concurrent swap: the file really is missing
+                if gone.name == MANIFEST:
+                    raise PrposeError(
+                        f"{root}: no {MANIFEST}; not a prpose index (or an interrupted save, which never "
+                        "writes it)"
+                    ) from None
+                raise PrposeError(f"{root / gone.name}: listed in {MANIFEST} but missing") from None
+        finally:
+            os.close(dfd)
+    raise PrposeError(f"{root}: replaced {_LOAD_ATTEMPTS} times while being read; try again")
+
+
+def _read_from(root: pathlib.Path, dfd: int, make_index, expected_fingerprint, verify):
+    mpath = root / MANIFEST
+    m = _parse_manifest(_read_file(dfd, root, MANIFEST, limit=_MANIFEST_MAX_BYTES), mpath)
+    try:
+        index = make_index(m)
+    except PrposeError as err:
+        raise PrposeError(f"{mpath}: {err}") from None
+    if expected_fingerprint is not None and m["fingerprint"] != expected_fingerprint:
+        raise PrposeError(
+            f"{root}: index built with model fingerprint {m['fingerprint']!r}, but the model in use has "
+            f"{expected_fingerprint!r}; rebuild the index with this model"
+        )
+    files, count, dim, k = m["files"], m["count"], m["embedding_dim"], m["num_samples"]
+
+    def read(fname):
+        info = files[fname]
+        data = _read_file(dfd, root, fname, size=info["size"])
+        if verify and hashlib.sha256(data).hexdigest() != info["sha256"]:
+            raise PrposeError(f"{root / fname}: SHA-256 differs from {MANIFEST} (corrupt or modified file)")
+        return data
+
+    def array(fname, shape, dtype):
+        arr = _npy_from_buffer(read(fname), root / fname)
+        if arr.shape != shape or arr.dtype != np.dtype(dtype):
+            raise PrposeError(f"{root / fname}: array {arr.shape} {arr.dtype}, expected {shape} {np.dtype(dtype)}")
+        return arr
+
+    means = array("means.npy", (count, dim), np.float32)
+    samples = array("samples.npy", (count, k, dim), m["sample_dtype"])
+    meta = {name: array(f"meta_{name}.npy", (count, *info["shape"]), info["dtype"])
+            for name, info in m["metadata_fields"].items()}
+    fidx = None
+    if m["faiss_file"]:
+        import faiss
+
+        data = read(FAISS_FILE)
+        try:
+            fidx = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise PrposeError(f"{root / FAISS_FILE}: faiss could not read it ({first})") from None
+        if fidx.ntotal != count or fidx.d != dim:
+            raise PrposeError(
+                f"{root / FAISS_FILE}: FAISS index has {fidx.ntotal} vectors of dim {fidx.d}, "
+                f"expected {count} of dim {dim}"
+            )
+    return index, StoredArrays(means, samples, meta, fidx, m["faiss_factory"] if fidx is not None else None,
+                               m["search"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+_META_FILE = re.compile(r"meta_([A-Za-z_][A-Za-z0-9_]*)\.npy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_index_dir(path) -> bool:
+    """Whether `path` holds a prpose index and nothing else: its manifest.json names format "prpose-index" and
+    every entry is one of the index's own regular files (manifest.json, model.json, faiss.index, means.npy,
+    samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a directory."""
+    path = pathlib.Path(path)
+    try:
+        with open(path / MANIFEST, "rb") as fh:
+            manifest = json.loads(fh.read(_MANIFEST_MAX_BYTES))
+        entries = list(os.scandir(path))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        return False
+    own = {MANIFEST, MODEL_REF, FAISS_FILE, "means.npy", "samples.npy"}
+    return all((e.name in own or _META_FILE.fullmatch(e.name)) and e.is_file(follow_symlinks=False) for e in entries)
+
+
+def _manifest_digest(manifest: Mapping) -> str:
+    """SHA-256 of the manifest's fields except manifest_sha256, as canonical JSON (sorted keys, no spaces)."""
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _Vanished(Exception):
+    """A file of the directory being read disappeared (a concurrent save may have replaced the directory)."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
+
+
+def _read_file(dfd: int, root: pathlib.Path, name: str, size: int | None = None, limit: int | None = None):
+    """The bytes (bytearray) of regular file `name` in the directory open as `dfd`; symbolic links refused.
+
+    size: the manifest's size (checked before reading); limit: refuse larger files.
+    """
+    path = root / name
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise _Vanished(name) from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PrposeError(f"{path}: a symbolic link; index files must be regular files in the index") from None
+        raise PrposeError(f"{path}: cannot open ({err.strerror})") from None
+    with open(fd, "rb", buffering=0, closefd=True) as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise PrposeError(f"{path}: not a regular file")
+        if size is not None and info.st_size != size:
+            raise PrposeError(f"{path}: {info.st_size} bytes, manifest says {size} (truncated or modified file)")
+        if limit is not None and info.st_size > limit:
+            raise PrposeError(f"{path}: {info.st_size} bytes, more than the {limit} a manifest may have")
+        data = bytearray(info.st_size)
+        view, got = memoryview(data), 0
+        while got < len(data):
+            n = fh.readinto(view[got:])
+            if not n:
+                raise PrposeError(f"{path}: shrank while being read (modified during load)")
+            got += n
+    return data
+
+
+def _npy_from_buffer(data: bytearray, path: pathlib.Path) -> np.ndarray:
+    """Parse .npy bytes without copying the array data (no pickled objects)."""
+    fmt = np.lib.format
+    try:
+        major, _ = fmt.read_magic(io.BytesIO(bytes(data[:8])))
+        if major not in (1, 2):
+            raise ValueError(f"unsupported .npy version {major}")
+        width = 2 if major == 1 else 4
+        start = 8 + width + int.from_bytes(data[8 : 8 + width], "little")
+        head = io.BytesIO(bytes(data[:start]))
+        fmt.read_magic(head)
+        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(head)
+    except Exception as err:  # numpy parses the header with ast.literal_eval: any failure means a damaged header
+        raise PrposeError(f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    if dtype.hasobject:
+        raise PrposeError(f"{path}: array of Python objects (dtype {dtype}); refused (it would need unpickling)")
+    count = math.prod(shape)
+    if len(data) - start != count * dtype.itemsize:
+        raise PrposeError(f"{path}: {len(data) - start} data bytes, its header needs {count * dtype.itemsize}")
+    return np.frombuffer(data, dtype, count=count, offset=start).reshape(shape, order="F" if fortran else "C")
+
+
+def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
+    """Check a manifest's JSON, format, version, own checksum, field types and file names -> the manifest."""
+    try:
+        manifest = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PrposeError(f"{mpath}: unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PrposeError(f"{mpath}: format {got!r}, expected {FORMAT_NAME!r}")
+    version = manifest.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise PrposeError(
+            f"{mpath}: index format version {version!r}; this prpose reads version {FORMAT_VERSION} "
+            "(upgrade prpose for newer indexes)"
+        )
+    if version < FORMAT_VERSION:
+        raise PrposeError(
+            f"{mpath}: index format version {version} predates checksummed manifests (version {FORMAT_VERSION}); "
+            "rebuild it with `prpose index build`"
+        )
+    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+        raise PrposeError(
+            f"{mpath}: contents do not match its manifest_sha256 (edited or corrupt manifest); rebuild the index"
+        )
+
+    def bad(key, expected):
+        value = repr(manifest.get(key))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        return PrposeError(f"{mpath}: {key} {value}, expected {expected}")
+
+    def integer(key, low):
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(key, f"an integer >= {low}")
+        return value
+
+    out = {"count": integer("count", 0), "embedding_dim": integer("embedding_dim", 1),
+           "num_samples": integer("num_samples", 1)}
+    for key in ("fingerprint", "profile", "factory", "sample_dtype"):
+        if not isinstance(manifest.get(key), str):
+            raise bad(key, "a string")
+        out[key] = manifest[key]
+    params = manifest.get("match_params")
+    if not isinstance(params, dict) or not all(
+        isinstance(params.get(p), (int, float)) and not isinstance(params.get(p), bool) for p in ("a", "b", "smoothing")
+    ):
+        raise bad("match_params", 'an object {"a", "b", "smoothing"} of numbers')
+    out["match_params"] = (params["a"], params["b"], params["smoothing"])
+    search = manifest.get("search", {})
+    if not isinstance(search, dict) or not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in search.values()
+    ):
+        raise bad("search", "an object of positive integers or null")
+    out["search"] = search
+    out["faiss_file"] = manifest.get("faiss_file")
+    if out["faiss_file"] not in (None, FAISS_FILE):
+        raise PrposeError(f"{mpath}: faiss_file {out['faiss_file']!r}, expected {FAISS_FILE!r} or null")
+    out["faiss_factory"] = manifest.get("faiss_factory")
+    if out["faiss_file"] and out["faiss_factory"] != resolve_factory(out["factory"], out["count"]):
+        raise bad("faiss_factory", f"{resolve_factory(out['factory'], out['count'])!r} (factory {out['factory']!r})")
+    fields = manifest.get("metadata_fields")
+    if not isinstance(fields, dict):
+        raise bad("metadata_fields", "an object field -> {dtype, shape}")
+    out["metadata_fields"] = {}
+    for name, info in fields.items():
+        if not name.isidentifier():
+            raise PrposeError(f"{mpath}: metadata field name {name!r}, expected a Python identifier")
+        try:
+            dtype = np.dtype(info["dtype"]) if isinstance(info["dtype"], str) else None
+            shape = tuple(info["shape"]) if isinstance(info["shape"], list) else None
+            ok = dtype is not None and shape is not None and dtype.kind in "biufUS" and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape)
+        except (KeyError, TypeError, ValueError, SyntaxError):
+            ok = False
+        if not ok:
+            raise PrposeError(
+                f"{mpath}: metadata_fields[{name!r}] {info!r:.60}, expected {{dtype: a numeric or string dtype, "
+                "shape: a list of sizes}"
+            )
+        out["metadata_fields"][name] = {"dtype": dtype, "shape": shape}
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise bad("files", "an object file name -> {size, sha256}")
+    wanted = {"means.npy", "samples.npy", *(f"meta_{name}.npy" for name in fields)}
+    wanted |= {FAISS_FILE} if out["faiss_file"] else set()
+    for name, info in files.items():
+        if name not in wanted:
+            raise PrposeError(
+                f"{mpath}: files entry {name!r} is not a file of this index (expected {sorted(wanted)}, all inside "
+                "the index directory)"
+            )
+        if not (isinstance(info, dict) and isinstance(info.get("size"), int) and not isinstance(info["size"], bool)
+                and info["size"] >= 0 and isinstance(info.get("sha256"), str) and _SHA256.fullmatch(info["sha256"])):
+            raise PrposeError(f"{mpath}: files[{name!r}] {info!r:.60}, expected {{size: bytes, sha256: 64 hex digits}}")
+    missing = sorted(wanted - set(files))
+    if missing:
+        raise PrposeError(f"{mpath}: files lacks {missing}; every file of the index must be listed with its SHA-256")
+    out["files"] = files
+    out["fingerprint"] = manifest["fingerprint"]
+    return out
+
+
+def _write_manifest(path: pathlib.Path, manifest: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(manifest, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
