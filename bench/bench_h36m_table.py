@@ -16,8 +16,7 @@ Commands (prepared data: `prpose prep h36m /work/h36m --out /work/data/h36m --ke
 
     python train.py --config cpu --data /work/data/h36m --out RUNS/prvipe
     python train.py --config cpu --data /work/data/h36m --out RUNS/l2vipe --set loss.embedding=l2
-    python -c "from prpose.eval.lifting import train_lifter; from prpose.config import get_preset; \\
-               train_lifter(get_preset('cpu'), '/work/data/h36m', 'RUNS/lifter')"
+    python train.py --config cpu --data /work/data/h36m --out RUNS/lifter --set train.task=lifting
     python bench/bench_h36m_table.py --data /work/data/h36m --prvipe RUNS/prvipe --l2vipe RUNS/l2vipe \\
         --lifter RUNS/lifter [--model "Pr-VIPE robust=RUNS/robust"] [--check-every 10] [--json table.json]
 

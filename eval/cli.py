@@ -104,7 +104,7 @@ def _untrained_fn(config, seed):
     from flax import nnx
 
     from prpose.eval.baselines import normalized_2d_features
-    from prpose.inference import build_model
+    from prpose.model import build_model
 
     model = build_model(config.model, 1, seed=seed + 12345)
     model.eval()

@@ -1,4 +1,4 @@
-"""Checkpoints of training runs: atomic save, exact resume, config compatibility, model fingerprints.
+"""Checkpoints of training runs: atomic save, exact resume, config compatibility (fingerprints: prpose.fingerprint).
 
 Layout of a run directory::
 
@@ -20,8 +20,6 @@ synchronous save makes "the checkpoint of step N exists" mean what it says when 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import contextlib
 import logging
 import os
@@ -60,33 +58,6 @@ def from_storable(stored, template):
             return jax.random.wrap_key_data(s, impl=jax.random.key_impl(t))
         return s
     return jax.tree.map(restore, template, stored)
-
-
-# --- fingerprints ----------------------------------------------------------------------------------------------
-
-def weights_hash(params) -> str:
-    """SHA-256 over every leaf (path, dtype, shape, bytes) of a params tree, in a deterministic order."""
-    h = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(to_storable(params))[0]
-    for path, leaf in sorted(leaves, key=lambda pl: jax.tree_util.keystr(pl[0])):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def config_hash(model_dict: dict) -> str:
-    """SHA-256 of the canonical JSON of the model-relevant config (``config.model_fingerprint_dict``)."""
-    return hashlib.sha256(json.dumps(model_dict, sort_keys=True).encode()).hexdigest()
-
-
-def fingerprint(model_dict: dict, ema_params) -> str:
-    """``"<config hash 12>-<weights hash 12>"``: equal iff same architecture and bit-identical EMA weights.
-
-    Indexes and stored embeddings record it, and refuse a model with another fingerprint.
-    """
-    return f"{config_hash(model_dict)[:12]}-{weights_hash(ema_params)[:12]}"
 
 
 # --- compatibility ---------------------------------------------------------------------------------------------
@@ -281,6 +252,41 @@ def restore_ema(run_dir: str | os.PathLike, ema_template, step: int | None = Non
     finally:
         manager.close()
     return step, from_storable(restored["ema"], ema_template), dict(restored["meta"])
+
+
+def load_ema_model(run_dir: str | os.PathLike, config, step: int | None = None, *, log, where: str):
+    """The eval-mode model of a run's EMA weights, checked against their recorded fingerprint.
+
+    ``config``: the run's TrainConfig (its objective builds the model); ``step`` None = the newest intact
+    checkpoint (a damaged newer one is reported through ``log``). ``where`` prefixes the errors.
+    Returns (eval graphdef, step, nnx state, fingerprint).
+    """
+    from flax import nnx
+
+    from prpose.config import model_fingerprint_dict
+    from prpose.fingerprint import fingerprint, named_leaves
+    from prpose.model import init_split
+    from prpose.objectives import get_objective
+
+    graphdef, params, batch_stats, rest = init_split(config.model, config.window,
+                                                     build=get_objective(config).build_model)
+    template = {"params": params, "batch_stats": batch_stats}
+    model_dict = model_fingerprint_dict(config)
+
+    def restore(at: int):
+        _, ema, meta = restore_ema(run_dir, template, at)
+        fp = fingerprint(model_dict, named_leaves(ema["params"]))
+        if meta.get("fingerprint") not in (None, fp):
+            raise PrposeError(f"{where}: {run_dir}: checkpoint {at} weights do not match their recorded "
+                              f"fingerprint ({meta.get('fingerprint')} vs recomputed {fp}); the files were changed "
+                              "or corrupted")
+        return ema, fp
+
+    if step is None:  # the latest checkpoint, or the newest intact one if it is damaged (said through log)
+        step, (ema, fp) = restore_newest_intact(run_dir, restore, log=log)
+    else:
+        ema, fp = restore(step)
+    return graphdef, step, nnx.merge_state(ema["params"], ema["batch_stats"], rest), fp
 
 
 def _drop_closed_loop_reports() -> None:

@@ -36,6 +36,8 @@ CONFIG_FILENAME = "config.json"
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 SECTIONS = ("model", "loss", "augment")
+TASKS = ("embedding", "lifting")  # prpose.objectives: what the trainer optimises
+DEFAULT_TASK = "embedding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,8 @@ class TrainConfig:
       seed: the run's only source of randomness (init, batches, augmentation, dropout, sampling).
       window: 1 for single-frame Pr-VIPE; > 1 (the paper: 7) trains the temporal embedder on windows of
         consecutive frames of one sequence.
+      task: what is trained (prpose.objectives): "embedding" (Pr-VIPE, or L2-VIPE with loss.embedding="l2") or
+        "lifting" (the 3D-lifting baseline: the same encoder regressing the normalised 3D pose; window 1).
       log_every, eval_every, checkpoint_every: in steps; 0 disables (a final checkpoint is always written).
       eval_split: split used for validation ("val"; falls back to "test" when the dataset has no val frames).
       eval_every_frame: validation keeps every n-th frame of the split (bounds its cost).
@@ -81,6 +85,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     window: int = 1
+    task: str = DEFAULT_TASK
     log_every: int = 100
     eval_every: int = 2000
     checkpoint_every: int = 2000
@@ -103,6 +108,9 @@ class TrainConfig:
             (self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "a number >= 0 (0 disables clipping)"),
             (0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "a number in [0, 1)"),
             (self.window >= 1, "train.window", self.window, "an integer >= 1"),
+            (self.task in TASKS, "train.task", self.task, f"one of {TASKS}"),
+            (self.task != "lifting" or self.window == 1, "train.window", self.window,
+             "1 with train.task=lifting (the lifter takes single frames)"),
             (min(self.log_every, self.eval_every, self.checkpoint_every) >= 0, "train.log_every/eval_every/checkpoint_every",
              (self.log_every, self.eval_every, self.checkpoint_every), "integers >= 0"),
             (self.eval_every_frame >= 1, "train.eval_every_frame", self.eval_every_frame, "an integer >= 1"),
@@ -153,12 +161,15 @@ def model_fingerprint_dict(config: TrainConfig) -> dict[str, Any]:
 
     Two runs with equal dicts produce interchangeable weights shapes; the fingerprint (checkpoint.py) adds a
     hash of the weights themselves. ``model.input_profile`` enters only when it is not the default input13, so
-    runs and indexes made before the field existed keep their fingerprints.
+    runs and indexes made before the field existed keep their fingerprints; ``task`` likewise enters only when
+    it is not "embedding".
     """
     model = dataclasses.asdict(config.model)
     if model.get("input_profile") == DEFAULT_INPUT_PROFILE:
         del model["input_profile"]
     out = {"model": model, "window": config.window}
+    if config.task != DEFAULT_TASK:
+        out["task"] = config.task
     if hasattr(config.loss, "smoothing"):
         out["smoothing"] = config.loss.smoothing
     return out

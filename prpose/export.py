@@ -9,10 +9,10 @@ An exported model is a directory (format ``prpose-model`` version 1)::
 
 No optimizer state and no checkpoint machinery (Orbax) is involved, so loading is fast and the directory is
 small (the ``cpu`` preset's width-256 model is ~1.2 MB). The fingerprint is the training run's own
-(``prpose.checkpoint.fingerprint``: config hash + hash of the EMA params), so an index built from the run is
+(``prpose.fingerprint``: config hash + hash of the EMA params), so an index built from the run is
 accepted by the exported model and vice versa. ``model.json`` records each leaf's tree path string (jax
 ``keystr``) and the fingerprinted part of the config, so reading an exported model and checking its
-fingerprint needs neither JAX nor Flax (:func:`weights_fingerprint`); the full TrainConfig is parsed only on
+fingerprint needs neither JAX nor Flax (``prpose.fingerprint`` hashes the stored (tree path, array) pairs); the full TrainConfig is parsed only on
 demand (``ExportedModel.config``).
 
 Packaged models live in ``prpose/models/<name>/`` (package data); :data:`DEFAULT_MODEL` is what
@@ -22,7 +22,6 @@ Packaged models live in ``prpose/models/<name>/`` (package data); :data:`DEFAULT
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import pathlib
@@ -33,6 +32,7 @@ import numpy as np
 
 from prpose.atomic import sha256_file
 from prpose.errors import PrposeError
+from prpose.fingerprint import fingerprint as fingerprint_of
 
 FORMAT_NAME = "prpose-model"
 FORMAT_VERSION = 1
@@ -101,22 +101,6 @@ def flatten_tree(group: str, tree) -> list[tuple[str, str, np.ndarray]]:
     return [(_leaf_name(group, path), jax.tree_util.keystr(path), np.asarray(leaf)) for path, leaf in leaves]
 
 
-def weights_fingerprint(config_dict: dict, params: list[tuple[str, np.ndarray]]) -> str:
-    """``prpose.checkpoint.fingerprint`` computed from (keystr, array) pairs of the params, with hashlib only.
-
-    ``config_dict`` is ``prpose.config.model_fingerprint_dict(config)``. Equal to the fingerprint of the same
-    weights as a jax tree (tests check it).
-    """
-    config_hash = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()
-    h = hashlib.sha256()
-    for keystr, arr in sorted(params, key=lambda item: item[0]):
-        arr = np.ascontiguousarray(arr)
-        h.update(keystr.encode())
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return f"{config_hash[:12]}-{h.hexdigest()[:12]}"
-
-
 
 # --- export ----------------------------------------------------------------------------------------------------
 
@@ -149,8 +133,8 @@ def export_model(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step
     params_flat = flatten_tree("params", params)
     stats_flat = flatten_tree("batch_stats", batch_stats)
     fingerprint_config = model_fingerprint_dict(config)
-    fingerprint = weights_fingerprint(fingerprint_config, [(k, a) for _, k, a in params_flat])
-    if fingerprint != model.fingerprint:  # the hashlib path must agree with the jax-tree path
+    fingerprint = fingerprint_of(fingerprint_config, [(k, a) for _, k, a in params_flat])
+    if fingerprint != model.fingerprint:  # the stored (path, array) pairs must verify on read
         raise PrposeError(f"export: fingerprint mismatch ({fingerprint} vs {model.fingerprint}); please report")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic.replacing(out, is_ours=is_exported, kind="prpose model", overwrite=overwrite) as tmp:
@@ -220,7 +204,7 @@ class ExportedModel:
                                   f"{entry['shape']} {entry['dtype']}")
             group = self.params if entry["name"].startswith("params/") else self.batch_stats
             group.append((entry["keystr"], arr))
-        fp = weights_fingerprint(manifest["fingerprint_config"], self.params)
+        fp = fingerprint_of(manifest["fingerprint_config"], self.params)
         if fp != manifest["fingerprint"]:
             raise PrposeError(f"{self.path}: weights do not match their fingerprint ({fp} vs recorded "
                               f"{manifest['fingerprint']}); the files were changed or corrupted")

@@ -64,41 +64,11 @@ class Embeddings(NamedTuple):
     samples: np.ndarray
 
 
-def build_model(model_config, window: int = 1, seed: int = 0):
-    """A fresh embedder for a ModelConfig (TemporalEmbedder when window > 1)."""
-    from flax import nnx
-
-    from prpose.model import Embedder, TemporalEmbedder
-
-    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    if window > 1:
-        return TemporalEmbedder(model_config, num_frames=window, rngs=rngs)
-    return Embedder(model_config, rngs=rngs)
-
-
-def init_split(model_config, window: int = 1, seed: int = 0, *, train: bool = False):
-    """A fresh model as (graphdef, params, batch_stats, rest) with the graphdef in eval (or train) mode.
-
-    The arrays are initialised under one jit: eager nnx initialisation dispatches op by op (seconds on 2 cores).
-    """
-    import jax
-    from flax import nnx
-
-    abstract = nnx.eval_shape(lambda: build_model(model_config, window, seed))
-    abstract.train() if train else abstract.eval()
-    graphdef = nnx.graphdef(abstract)
-
-    @jax.jit
-    def init():
-        return nnx.split(build_model(model_config, window, seed), nnx.Param, nnx.BatchStat, ...)[1:]
-
-    params, batch_stats, rest = init()
-    return graphdef, params, batch_stats, rest
-
-
 @functools.lru_cache(maxsize=8)
 def _eval_template(model_config, window: int):
     """(eval graphdef, non-param state) of a model config, built once: training validates repeatedly."""
+    from prpose.model import init_split
+
     graphdef, _, _, rest = init_split(model_config, window)
     return graphdef, rest
 
@@ -185,6 +155,8 @@ class PoseEmbedder:
         """(graphdef, state) for the JAX path; built from the exported arrays on first use."""
         if self._graphdef is None:
             from flax import nnx
+
+            from prpose.model import init_split
 
             stored = self._exported
             graphdef, params, batch_stats, rest = init_split(stored.config.model, stored.config.window)
@@ -416,26 +388,13 @@ def _load_run(run_dir: pathlib.Path, step: int | None, batch_size: int, log) -> 
     from flax import nnx
 
     from prpose import checkpoint as ckpt
-    from prpose.config import load_config, model_fingerprint_dict
+    from prpose.config import load_config
 
     config = load_config(run_dir)
-    graphdef, params, batch_stats, rest = init_split(config.model, config.window)
-    template = {"params": params, "batch_stats": batch_stats}
-
-    def restore(at: int):
-        _, ema, meta = ckpt.restore_ema(run_dir, template, at)
-        fp = ckpt.fingerprint(model_fingerprint_dict(config), ema["params"])
-        if meta.get("fingerprint") not in (None, fp):
-            raise PrposeError(f"load_model: {run_dir}: checkpoint {at} weights do not match their recorded "
-                              f"fingerprint ({meta.get('fingerprint')} vs recomputed {fp}); the files were changed "
-                              "or corrupted")
-        return ema, fp
-
-    if step is None:  # the latest checkpoint, or the newest intact one if it is damaged (said on stderr)
-        step, (ema, fp) = ckpt.restore_newest_intact(run_dir, restore, log=log)
-    else:
-        ema, fp = restore(step)
-    state = nnx.merge_state(ema["params"], ema["batch_stats"], rest)
+    if config.task != "embedding":
+        raise PrposeError(f"load_model: {run_dir} trained train.task={config.task!r}, not a pose embedder"
+                          + (" (load it with prpose.eval.lifting.Lifter)" if config.task == "lifting" else ""))
+    graphdef, step, state, fp = ckpt.load_ema_model(run_dir, config, step, log=log, where="load_model")
     return PoseEmbedder(config, graphdef, state, fingerprint=fp, step=step, batch_size=batch_size)
 
 

@@ -12,6 +12,7 @@ Train / eval behaviour (dropout, batch-norm statistics) follows flax.nnx: `model
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -277,3 +278,61 @@ class TemporalEmbedder(_MatchParamsMixin, nnx.Module):
         else:
             fused = features.mean(axis=1)
         return self.heads(fused)
+
+
+class PoseLifter(nnx.Module):
+    """The 3D-lifting baseline (Martinez et al.): the embedder's encoder with one linear head regressing the
+    normalised h36m17 3D pose (prpose.normalize.normalize_3d).
+
+    PoseLifter(config, rngs=...); call with x (B, J, 2) normalised keypoints of ``config.input_profile`` and
+    visible (B, J) or None -> (B, 17, 3).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, ModelConfig):
+            raise PrposeError(f"PoseLifter: config is {type(config).__name__}, expected prpose.model.ModelConfig")
+        self.config = config
+        self.encoder = _Encoder(config, rngs=rngs)
+        self.head = nnx.Linear(config.width, 17 * 3, kernel_init=_he_normal(), rngs=rngs)
+
+    def __call__(self, x, visible=None):
+        _check_keypoints(x, visible, 1, "PoseLifter", self.config)
+        features = self.encoder(_input_features(x, visible, self.config.mask_mode))
+        return self.head(features).reshape(-1, 17, 3)
+
+
+# --- building a model ----------------------------------------------------------------------------------------
+
+def build_model(model_config: ModelConfig, window: int = 1, seed: int = 0) -> nnx.Module:
+    """A fresh embedder for a ModelConfig (TemporalEmbedder when window > 1)."""
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    if window > 1:
+        return TemporalEmbedder(model_config, num_frames=window, rngs=rngs)
+    return Embedder(model_config, rngs=rngs)
+
+
+def build_lifter(model_config: ModelConfig, window: int = 1, seed: int = 0) -> nnx.Module:
+    """A fresh PoseLifter (same signature as :func:`build_model`; single frames only)."""
+    if window != 1:
+        raise PrposeError(f"the 3D-lifting model takes single frames; got window={window}")
+    return PoseLifter(model_config, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+
+
+def init_split(model_config: ModelConfig, window: int = 1, seed: int = 0, *, train: bool = False,
+               build=build_model, sharding=None):
+    """A fresh model as (graphdef, params, batch_stats, rest) with the graphdef in eval (or train) mode.
+
+    ``build(model_config, window, seed)`` makes the model (:func:`build_model`, :func:`build_lifter`).
+    The arrays are initialised under one jit (eager nnx initialisation dispatches op by op: seconds on 2 cores),
+    placed with ``sharding`` when given (e.g. replicated over a multi-process mesh), else on the default device.
+    """
+    abstract = nnx.eval_shape(lambda: build(model_config, window, seed))
+    abstract.train() if train else abstract.eval()
+    graphdef = nnx.graphdef(abstract)
+
+    @functools.partial(jax.jit, out_shardings=sharding)
+    def init():
+        return nnx.split(build(model_config, window, seed), nnx.Param, nnx.BatchStat, ...)[1:]
+
+    params, batch_stats, rest = init()
+    return graphdef, params, batch_stats, rest

@@ -44,7 +44,9 @@ from jax.sharding import PartitionSpec as P
 from prpose import checkpoint as ckpt
 from prpose.config import TrainConfig, load_config, model_fingerprint_dict, save_config
 from prpose.errors import PrposeError
-from prpose.inference import PoseEmbedder, build_model, init_split
+from prpose.fingerprint import config_hash, fingerprint, named_leaves
+from prpose.model import init_split
+from prpose.objectives import Objective, Views, get_objective
 from prpose.pairs import TrainArrays, load_train_arrays, sample_batch, sample_windows
 
 METRICS_FILE = "metrics.jsonl"
@@ -91,17 +93,20 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return opt
 
 
-def create_train_state(config: TrainConfig, tx: optax.GradientTransformation):
-    """(train graphdef, eval graphdef, TrainState, ema dict) for a fresh run, on the default device.
+def create_train_state(config: TrainConfig, tx: optax.GradientTransformation, sharding=None):
+    """(train graphdef, eval graphdef, TrainState, ema dict) for a fresh run of ``config``'s objective.
 
-    Initialisation runs under one jit (eager nnx init dispatches op by op: seconds on 2 cores).
+    Placed with ``sharding`` (replicated over the data-parallel mesh) or on the default device. Initialisation
+    runs under jit (eager nnx init dispatches op by op: seconds on 2 cores).
     """
-    abstract = nnx.eval_shape(lambda: build_model(config.model, config.window, config.seed))
+    build = get_objective(config).build_model
+    abstract = nnx.eval_shape(lambda: build(config.model, config.window, config.seed))
     abstract.eval()
     eval_graphdef = nnx.graphdef(abstract)
-    graphdef, params, batch_stats, rng_state = init_split(config.model, config.window, config.seed, train=True)
+    graphdef, params, batch_stats, rng_state = init_split(config.model, config.window, config.seed, train=True,
+                                                          build=build, sharding=sharding)
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=sharding)
     def init(params, batch_stats, rng_state):
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                            rng_state=rng_state, opt_state=tx.init(params), key=jax.random.key(config.seed))
@@ -122,19 +127,55 @@ def ema_decay_at(decay: float, step):
 # --- the step ------------------------------------------------------------------------------------------------
 
 def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, tx, config: TrainConfig,
-               data_sharding=None):
-    """One optimisation step (pure; jit it with the keyword arguments bound). Returns (state, ema, metrics)."""
+               objective: Objective | None = None, data_sharding=None):
+    """One optimisation step (pure; jit it with the keyword arguments bound). Returns (state, ema, metrics).
+
+    ``objective`` (default: ``config.task``'s) supplies the loss; ``graphdef`` is its model's (train mode).
+    """
+    objective = objective or get_objective(config)
+    *k_views, k_loss = jax.random.split(jax.random.fold_in(state.key, state.step), 6)
+    views = augmented_views(k_views, arrays, config, data_sharding)
+
+    # Loss and gradients (the objective: model call and loss).
+    def loss_fn(params, batch_stats, rng_state):
+        # The model mutates its batch statistics and RNG counter: rebuild their Variables inside this trace
+        # (nnx refuses to mutate Variables created in an outer trace).
+        batch_stats, rng_state = jax.tree.map(lambda x: x, (batch_stats, rng_state))
+        model = nnx.merge(graphdef, params, batch_stats, rng_state)
+        loss, metrics = objective.loss(model, views, k_loss, config)
+        _, _, new_stats, new_rng = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        return loss, (metrics, new_stats, new_rng)
+
+    (_, (metrics, batch_stats, rng_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, state.rng_state)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    # EMA of the weights (used for validation and inference); batch statistics are copied.
+    decay = ema_decay_at(config.ema_decay, state.step)
+    ema = {"params": jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema["params"], params),
+           "batch_stats": batch_stats}
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
+    new_state = state._replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                               rng_state=rng_state, opt_state=opt_state)
+    return new_state, ema, metrics
+
+
+def augmented_views(keys, arrays: TrainArrays, config: TrainConfig, data_sharding=None) -> Views:
+    """Sample a batch and augment its two views (pure, jittable; ``keys``: five PRNG keys).
+
+    Frames and an ordered pair of distinct cameras per frame (or windows of frames) -> camera augmentation per
+    view (p = projection_probability) -> simulated detector errors (not on real detections) -> occlusion. A
+    view drawn from real detections (pairs.sample_batch) may miss joints: its visibility goes to occlusion, the
+    model and mining; a projection replaces it by a whole view.
+    """
     from prpose.augment import detector_noise, occlude_keypoints, visibility_to_h36m17
-    from prpose.losses import pr_vipe_loss
-    from prpose.mining import pose_distance_matrix
 
     aug = config.augment
     profile = config.model.input_profile
     num_joints = config.model.num_keypoints
-    key = jax.random.fold_in(state.key, state.step)
-    k_batch, k_aug_a, k_aug_p, k_occ_a, k_occ_p, k_loss = jax.random.split(key, 6)
+    k_batch, k_aug_a, k_aug_p, k_occ_a, k_occ_p = keys
 
-    # 1. Batch: frames and an ordered pair of distinct cameras per frame (or windows of frames).
     if config.window > 1:
         batch = sample_windows(k_batch, arrays, config.batch_size, config.window)
     else:
@@ -142,9 +183,6 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
     if data_sharding is not None:
         batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch)
 
-    # 2. Camera augmentation (each view independently, p = projection_probability), simulated detector errors
-    # (not on real detections), occlusion. A view drawn from real detections (pairs.sample_batch) may miss
-    # joints: its visibility goes to occlusion, the model and mining; a projection replaces it by a whole view.
     def views(x2d, prior_visible, detected, k_aug, k_occ):
         lead = x2d.shape[:-2]  # (B,) or (B, T)
         flat2d, flat3d = x2d.reshape(-1, num_joints, 2), batch.poses3d.reshape(-1, 17, 3)
@@ -170,42 +208,8 @@ def train_step(state: TrainState, ema: dict, arrays: TrainArrays, *, graphdef, t
                                                k_aug_a, k_occ_a)
     positive2d, positive_vis, _ = views(batch.positive2d, batch.positive_visible, batch.positive_detected,
                                         k_aug_p, k_occ_p)
-    inputs = jnp.concatenate([anchor2d, positive2d])
     visible = None if anchor_vis is None else jnp.concatenate([anchor_vis, positive_vis])
-
-    # 3. Labels for mining: (B, B) NP-MPJPE between the 3D poses (window: averaged over frames), optionally
-    # on the joints the anchors show. No gradient.
-    joint_mask = anchor_vis3d if config.loss.labels_visible_only else None
-    pose_distances = jax.lax.stop_gradient(pose_distance_matrix(batch.poses3d, joint_mask))
-
-    # 4. Loss and gradients. Anchors and positives go through the model in one call: shared weights.
-    def loss_fn(params, batch_stats, rng_state):
-        # The model mutates its batch statistics and RNG counter: rebuild their Variables inside this trace
-        # (nnx refuses to mutate Variables created in an outer trace).
-        batch_stats, rng_state = jax.tree.map(lambda x: x, (batch_stats, rng_state))
-        model = nnx.merge(graphdef, params, batch_stats, rng_state)
-        mean, stddev = model(inputs, visible)
-        b = config.batch_size
-        a_match, b_match = model.match_params()
-        loss, metrics = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a_match, b_match, k_loss,
-                                     config.loss, config.model.num_samples, pose_distances=pose_distances)
-        _, _, new_stats, new_rng = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
-        metrics = dict(metrics, a=a_match, b=b_match)
-        return loss, (metrics, new_stats, new_rng)
-
-    (_, (metrics, batch_stats, rng_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats, state.rng_state)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-
-    # 5. EMA of the weights (used for validation and inference); batch statistics are copied.
-    decay = ema_decay_at(config.ema_decay, state.step)
-    ema = {"params": jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema["params"], params),
-           "batch_stats": batch_stats}
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    new_state = state._replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                               rng_state=rng_state, opt_state=opt_state)
-    return new_state, ema, metrics
+    return Views(anchor2d, positive2d, visible, anchor_vis3d, batch.poses3d)
 
 
 def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
@@ -237,16 +241,12 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
 
 
-def _replicate(tree, mesh: Mesh):
-    sharding = NamedSharding(mesh, P())
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
-
-
 # --- validation ----------------------------------------------------------------------------------------------
 
 def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: str = "in-training") -> dict:
     """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config)."""
     from prpose.crossview import cross_view_hit_at_k
+    from prpose.inference import PoseEmbedder
 
     embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
     return cross_view_hit_at_k(
@@ -318,14 +318,16 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     if config.augment.detection_probability > 0 and not report.detection_views:
         log("augment.detection_probability: the dataset holds no usable real detections"
             + (" (temporal runs use none)" if config.window > 1 else "") + "; every view is projected ground truth")
-    eval_split = _eval_split(dataset, config.eval_split) if config.window == 1 else None
+    objective = get_objective(config)
+    validated = config.window == 1 and objective.embeds
+    eval_split = _eval_split(dataset, config.eval_split) if validated else None
     if config.eval_every and eval_split is None:
         log("validation disabled: " + ("temporal runs are not validated cross-view" if config.window > 1
+                                       else f"train.task={config.task} is not a pose embedding" if not validated
                                        else "the dataset has no val or test frames"))
 
     tx = make_optimizer(config)
-    graphdef, eval_graphdef, state, ema = create_train_state(config, tx)
-    state, ema = _replicate(state, mesh), _replicate(ema, mesh)
+    graphdef, _, state, ema = create_train_state(config, tx, sharding=NamedSharding(mesh, P()))
     model_dict = model_fingerprint_dict(config)
     if resume and existing is not None:
         # Restore before writing anything (config.json included); a damaged checkpoint is reported, moved
@@ -346,13 +348,13 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         saver.close()
         return {"step": start}
 
-    step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config,
+    step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config, objective=objective,
                                         data_sharding=data_sharding if n_dev > 1 else None),
                       donate_argnums=(0, 1), compiler_options=compiler_options)
 
     def save(step):
-        fp = ckpt.fingerprint(model_dict, ema["params"])
-        saver.save(step, state, ema, {"fingerprint": fp, "config_hash": ckpt.config_hash(model_dict)})
+        fp = fingerprint(model_dict, named_leaves(ema["params"]))
+        saver.save(step, state, ema, {"fingerprint": fp, "config_hash": config_hash(model_dict)})
         return fp
 
     metrics_path = workdir / METRICS_FILE
@@ -383,9 +385,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
                 last = {"step": step, **values}
                 _append_row(metrics_file, metrics_path, last)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", trip=f"{values['triplet']:.3f}",
-                                    active=f"{values['active_fraction']:.2f}", a=f"{values['a']:.2f}",
-                                    b=f"{values['b']:.2f}", sps=f"{values['steps_per_s']:.1f}")
+                    bar.set_postfix(**{label: format(values[name], fmt) for label, name, fmt in objective.progress},
+                                    sps=f"{values['steps_per_s']:.1f}")
             if bar is not None:
                 bar.update(1)
             if config.eval_every and eval_split and (step % config.eval_every == 0 or step == end):
@@ -425,7 +426,7 @@ def _restore_verified(workdir, state, ema, model_dict, step: int):
         state, ema, meta = saver.restore(step, state, ema)
     finally:
         saver.close()
-    recorded, actual = meta.get("fingerprint"), ckpt.fingerprint(model_dict, ema["params"])
+    recorded, actual = meta.get("fingerprint"), fingerprint(model_dict, named_leaves(ema["params"]))
     if recorded not in (None, actual):
         raise PrposeError(f"weights do not match their recorded fingerprint ({recorded} vs recomputed {actual})")
     return state, ema

@@ -30,7 +30,8 @@ def embedder():
     from flax import nnx
 
     from prpose.config import get_preset
-    from prpose.inference import PoseEmbedder, build_model
+    from prpose.inference import PoseEmbedder
+    from prpose.model import build_model
 
     config = get_preset("tiny")
     model = build_model(config.model)

@@ -11,6 +11,7 @@ from flax import nnx
 
 from prpose import checkpoint as ckpt
 from prpose.errors import PrposeError
+from prpose.fingerprint import fingerprint, named_leaves
 
 
 class _Toy(nnx.Module):
@@ -107,9 +108,9 @@ def test_incompatible_config_names_every_difference():
 def test_fingerprint_tracks_config_and_weights():
     _, ema = _state(0)
     model_dict = {"model": {"width": 4}, "window": 1}
-    fp = ckpt.fingerprint(model_dict, ema["params"])
-    assert fp == ckpt.fingerprint({"window": 1, "model": {"width": 4}}, ema["params"])  # key order is irrelevant
-    assert fp != ckpt.fingerprint({"model": {"width": 5}, "window": 1}, ema["params"])
+    fp = fingerprint(model_dict, named_leaves(ema["params"]))
+    assert fp == fingerprint({"window": 1, "model": {"width": 4}}, named_leaves(ema["params"]))  # key order is irrelevant
+    assert fp != fingerprint({"model": {"width": 5}, "window": 1}, named_leaves(ema["params"]))
     bumped = jax.tree.map(lambda x: x.at[(0,) * x.ndim].add(1e-7) if x.size else x, ema["params"])
-    assert fp.split("-")[1] != ckpt.fingerprint(model_dict, bumped).split("-")[1]
-    assert fp.split("-")[0] == ckpt.fingerprint(model_dict, bumped).split("-")[0]
+    assert fp.split("-")[1] != fingerprint(model_dict, named_leaves(bumped)).split("-")[1]
+    assert fp.split("-")[0] == fingerprint(model_dict, named_leaves(bumped)).split("-")[0]

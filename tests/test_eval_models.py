@@ -50,11 +50,12 @@ def test_lifter_trains_reloads_and_ranks(data, tmp_path):
     from prpose.eval.lifting import Lifter, train_lifter
     from prpose.config import from_overrides
     from prpose.errors import PrposeError
+    from prpose.training import read_metrics
 
     cfg = from_overrides("tiny", ["train.steps=30"])
-    info = train_lifter(cfg, data, tmp_path / "lift", log=lambda *a: None)
-    first, last = info["losses"][0][1], info["losses"][-1][1]
-    assert last < first  # the regression learns
+    info = train_lifter(cfg, data, tmp_path / "lift", log=lambda *a: None, progress=False)
+    losses = [row["loss"] for row in read_metrics(tmp_path / "lift") if "loss" in row]
+    assert info["steps"] == 30 and info["final_loss"] == losses[-1] and losses[-1] < losses[0]  # it learns
     lifter = Lifter(tmp_path / "lift")
     views = protocol.views_from_dataset(data, "test")
     lifted = lifter.lift(views.keypoints2d[:, 0], views.visible[:, 0])
@@ -62,4 +63,29 @@ def test_lifter_trains_reloads_and_ranks(data, tmp_path):
     res = protocol.cross_view_hit_at_k(baselines.LiftingMethod(lifter.lift), views, ks=(1,))
     assert 0.0 <= res.mean[0] <= 1.0
     with pytest.raises(PrposeError, match="not a lifter run"):
+        Lifter(tmp_path)
+    # The run is an ordinary run directory of the one trainer: it resumes (here: nothing left to do) ...
+    assert train_lifter(cfg, data, tmp_path / "lift", log=lambda *a: None, progress=False)["steps"] == 30
+    # ... and it is not a pose embedder.
+    from prpose.inference import load_model
+
+    with pytest.raises(PrposeError, match="train.task='lifting', not a pose embedder"):
+        load_model(tmp_path / "lift")
+    # The former lifter format is refused with the command that retrains it.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "lifter_config.json").write_text(cfg.to_json())
+    np.savez(old / "lifter_weights.npz", np.zeros(3))
+    for call in (lambda: Lifter(old), lambda: train_lifter(cfg, data, old, log=lambda *a: None)):
+        with pytest.raises(PrposeError, match="former format.*retrain it.*--train-lifter"):
+            call()
+
+
+def test_lifter_is_not_built_from_an_embedding_run(tmp_path):
+    from prpose.config import get_preset, save_config
+    from prpose.errors import PrposeError
+    from prpose.eval.lifting import Lifter
+
+    save_config(get_preset("tiny"), tmp_path)
+    with pytest.raises(PrposeError, match="its train.task is 'embedding'"):
         Lifter(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from prpose import keypoints as kp
 from prpose.cli import main as cli_main
 from prpose.errors import PrposeError
-from prpose.export import ExportedModel, export_model, flatten_tree, resolve, weights_fingerprint
+from prpose.export import ExportedModel, export_model, flatten_tree, resolve
 from prpose.inference import load_model
 from prpose.library import PoseLibrary, build_library, distinct_frames, save_library
 from prpose.procrustes import np_mpjpe
@@ -64,16 +64,16 @@ def test_export_keeps_fingerprint_and_embeddings(run, monkeypatch):
         export_model(root / "run", out)
 
 
-def test_hashlib_fingerprint_equals_the_checkpoint_fingerprint(run):
-    from prpose import checkpoint as ckpt
+def test_stored_pairs_give_the_run_fingerprint(run):
     from prpose.config import model_fingerprint_dict
+    from prpose.fingerprint import fingerprint, named_leaves
 
     root, _ = run
     model = load_model(root / "run")
     params, _ = model.weights()
     flat = [(k, a) for _, k, a in flatten_tree("params", params)]
-    assert weights_fingerprint(model_fingerprint_dict(model.config), flat) == \
-        ckpt.fingerprint(model_fingerprint_dict(model.config), params) == model.fingerprint
+    assert fingerprint(model_fingerprint_dict(model.config), flat) == \
+        fingerprint(model_fingerprint_dict(model.config), named_leaves(params)) == model.fingerprint
 
 
 def test_exported_files_are_checked(run, tmp_path):

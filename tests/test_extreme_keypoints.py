@@ -40,7 +40,8 @@ def test_large_but_representable_poses_still_normalise_scale_invariantly():
 
 def _embedder():
     from prpose.config import get_preset
-    from prpose.inference import PoseEmbedder, init_split
+    from prpose.inference import PoseEmbedder
+    from prpose.model import init_split
 
     config = get_preset("tiny")
     _, params, batch_stats, _ = init_split(config.model, config.window)

@@ -8,7 +8,7 @@ import pytest
 from prpose import model as model_module
 from prpose import numpy_forward as nf
 from prpose.export import flatten_tree
-from prpose.inference import init_split
+from prpose.model import init_split
 from prpose.model import ModelConfig
 from prpose.normalize import normalize_2d
 
