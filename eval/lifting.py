@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from prpose.buckets import pad_rows
 from prpose.errors import PrposeError
 
 _OLD_FORMAT = ("lifter_config.json", "lifter_weights.npz")
@@ -85,10 +86,7 @@ class Lifter:
         x = normalized_2d_features(keypoints2d, visible).reshape(-1, 13, 2)
         v = np.asarray(visible, bool).reshape(-1, 13)
         out = []
-        for s in range(0, len(x), _CHUNK):
+        for s in range(0, len(x), _CHUNK):  # chunks padded to power-of-two buckets: few compiled shapes
             chunk, vis = x[s:s + _CHUNK], v[s:s + _CHUNK]
-            pad = _CHUNK - len(chunk)  # one compiled shape
-            lifted = self._forward(self._model, np.concatenate([chunk, np.zeros((pad, 13, 2), np.float32)]),
-                                   np.concatenate([vis, np.ones((pad, 13), bool)]))
-            out.append(np.asarray(lifted)[:len(chunk)])
+            out.append(np.asarray(self._forward(self._model, pad_rows(chunk), pad_rows(vis)))[:len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, 17, 3), np.float32)
