@@ -11,6 +11,16 @@ os.environ.setdefault(
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def load_bench(name: str):
+    """A script of bench/ (bench/<name>.py) imported as a module, for tests of its functions and main()."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_data_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("PRPOSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

@@ -1,22 +1,16 @@
 """bench/bench_detection_gap.py: the bias inversion against the noise model's forward step, and the rows on a
 generated format-v2 dataset with detections (always runs)."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_detection_gap", ROOT / "bench" / "bench_detection_gap.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_detection_gap")
 
 
 def test_remove_bias_inverts_the_noise_models_bias_step(bench):

@@ -208,12 +208,9 @@ def test_config_validates_the_new_fields():
 
 @pytest.mark.skipif(not os.environ.get("PRPOSE_H36M"), reason="PRPOSE_H36M (real Human3.6M tree) not set")
 def test_real_stacked_hourglass_errors_match_the_packaged_fit():
-    import importlib.util
+    from conftest import load_bench
 
-    spec = importlib.util.spec_from_file_location(
-        "fit_detector_noise", pathlib.Path(__file__).parent.parent / "bench" / "fit_detector_noise.py")
-    fit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fit)
+    fit = load_bench("fit_detector_noise")
     det, truth, report = fit.read_pairs(pathlib.Path(os.environ["PRPOSE_H36M"]), every=50, subjects=("S1",))
     assert report["trials"] > 25 and report["views"] > 1000
     measured = dn.measure(det, truth, fit.FIT_PROFILE)

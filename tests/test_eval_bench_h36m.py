@@ -1,21 +1,15 @@
 """bench/bench_h36m_table.py on a generated format-v2 dataset with detections (always runs): the table's rows for
 both 2D sources, the two-stage vs exact check, and re-printing a table from earlier JSON outputs."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_h36m_table", ROOT / "bench" / "bench_h36m_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bench_h36m_table")
 
 
 @pytest.fixture(scope="module")
