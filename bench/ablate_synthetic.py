@@ -45,12 +45,10 @@ def merge_train(cmu_dir: pathlib.Path, synthetic_dir: pathlib.Path, out: pathlib
 
 
 def evaluate(run_dir: pathlib.Path, data: pathlib.Path) -> dict:
-    from prpose.crossview import cross_view_hit_at_k
     from prpose.inference import load_model
+    from prpose.protocol import embedder_hit_at_k
 
-    model = load_model(run_dir)
-    result = cross_view_hit_at_k(lambda k: model.embed(k, profile="h36m17"), data, "test", ks=(1, 5, 10, 20),
-                                 every=3, match_params=model.match_params, candidates=100)
+    result = embedder_hit_at_k(load_model(run_dir), data, "test", ks=(1, 5, 10, 20), every=3, candidates=100)
     return {k: v for k, v in result.items() if k.startswith("hit@") or k in ("num_frames",)}
 
 

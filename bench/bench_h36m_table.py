@@ -7,7 +7,7 @@ projected ground truth ("gt") or the Stacked Hourglass detections shipped with 3
 the hit is always judged on the 3D poses. Both sources are evaluated on the same frames (those usable with both).
 
 Rows: 2D-keypoint nearest neighbour, 3D lifting then NP-MPJPE, L2-VIPE, Pr-VIPE (match distance), and any extra
-embedders given with --model NAME=RUN. Ranking is two-stage by default (eval.baselines: exact match distance /
+embedders given with --model NAME=RUN. Ranking is two-stage by default (prpose.protocol: exact match distance /
 NP-MPJPE on the --candidates entries nearest by L2 of embedding means / of pose-distance matrices);
 --check-every N reruns the two-stage rows exactly on every N-th frame and prints both.
 
@@ -52,6 +52,7 @@ def _say(*a):
 
 
 def build_methods(args, candidates):
+    from prpose import protocol
     from prpose.eval import baselines
     from prpose.eval.lifting import Lifter
     from prpose.inference import load_model
@@ -62,23 +63,23 @@ def build_methods(args, candidates):
         models["3D lifting + NP-MPJPE"] = str(args.lifter)
     if args.l2vipe:
         m = load_model(args.l2vipe)
-        methods.append(baselines.EmbeddingMethod(m, "l2", name="L2-VIPE"))
+        methods.append(protocol.EmbeddingMethod(m, "l2", name="L2-VIPE"))
         if args.head_as_nose:
-            methods.append(baselines.EmbeddingMethod(m, "l2", name="L2-VIPE, head top as nose", head_as_nose=True))
+            methods.append(protocol.EmbeddingMethod(m, "l2", name="L2-VIPE, head top as nose", head_as_nose=True))
         models["L2-VIPE"] = {"run": str(args.l2vipe), "fingerprint": m.fingerprint}
     if args.prvipe:
         m = load_model(args.prvipe)
-        methods.append(baselines.EmbeddingMethod(m, "match", candidates=candidates))
+        methods.append(protocol.EmbeddingMethod(m, "match", candidates=candidates))
         if args.head_as_nose:
-            methods.append(baselines.EmbeddingMethod(m, "match", name="Pr-VIPE, head top as nose",
-                                                     candidates=candidates, head_as_nose=True))
+            methods.append(protocol.EmbeddingMethod(m, "match", name="Pr-VIPE, head top as nose",
+                                                    candidates=candidates, head_as_nose=True))
         models["Pr-VIPE (match probability)"] = {"run": str(args.prvipe), "fingerprint": m.fingerprint}
     for spec in args.model:
         name, _, run = spec.partition("=")
         if not run:
             raise SystemExit(f"--model {spec!r}: expected NAME=RUN")
         m = load_model(run)
-        methods.append(baselines.EmbeddingMethod(m, "match", name=name, candidates=candidates))
+        methods.append(protocol.EmbeddingMethod(m, "match", name=name, candidates=candidates))
         models[name] = {"run": run, "fingerprint": m.fingerprint}
     return methods, models
 
@@ -148,14 +149,15 @@ def main(argv=None) -> int:
     if not args.data:
         p.error("--data is required (unless --tables)")
 
-    from prpose.eval import protocol
+    from prpose import protocol
     from prpose.dataset import load_dataset
+    from prpose.views import common_frames, views_from_dataset
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
-    views = [protocol.views_from_dataset(dataset, "test", args.every, source=s, profile="h36m17")
+    views = [views_from_dataset(dataset, "test", args.every, source=s, profile="h36m17")
              for s in args.sources]
-    views = protocol.common_frames(*views) if len(views) > 1 else views
+    views = common_frames(*views) if len(views) > 1 else views
     acc = frame_accounting(dataset, views)
     _say(f"frames: the authors list {AUTHORS_FRAMES} per camera; the data provides {acc['provided_frames']} "
          f"(missing trials {acc['missing_trials']}); test split {acc['test_frames_in_dataset']}, every {args.every}")

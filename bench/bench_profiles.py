@@ -8,7 +8,7 @@ no nose (Stacked Hourglass / MPII-16), or no nose with the head top given in its
 `prpose embed`: a model whose input profile lacks the joint never reads it, a model with a mask input sees it
 masked, and one without a mask input sees it zeroed (`prpose embed` refuses to feed such a model a detector
 profile that lacks one of its joints; here the zeroed input shows what that refusal avoids). Baseline in the same run: the 2D-keypoint nearest neighbour on all joints.
-Protocol: eval/protocol.py (all ordered camera pairs, NP-MPJPE < 0.1 is a hit), test split, every --every-th frame.
+Protocol: prpose/protocol.py (all ordered camera pairs, NP-MPJPE < 0.1 is a hit), test split, every --every-th frame.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument("--candidates", type=int, default=100, help="two-stage ranking: re-rank this many by match")
     args = parser.parse_args(argv)
 
-    from prpose.eval.baselines import EmbeddingMethod, Keypoints2DMethod
-    from prpose.eval.protocol import compute_features, cross_view_hit_at_k, views_from_dataset
     from prpose import keypoints as kp
+    from prpose.eval.baselines import Keypoints2DMethod
     from prpose.inference import load_model
+    from prpose.protocol import EmbeddingMethod, compute_features, cross_view_hit_at_k
+    from prpose.views import views_from_dataset
 
     views = views_from_dataset(args.data, args.split, args.every, args.max_frames, profile="h36m17")
     print(f"{args.data} {args.split}: {views.settings['frames']} frames x {views.num_cameras} cameras "

@@ -7,21 +7,21 @@ Rows, each for the Pr-VIPE model (match probability ranking) and the 2D-keypoint
 with each row's ratio to the clean row (the target: >= 0.85 of clean for detector noise, two missing limb joints
 and 45 degree cameras):
 
-* clean: the dataset's own cameras (eval.protocol.views_from_dataset);
+* clean: the dataset's own cameras (prpose.views.views_from_dataset);
 * detector noise: every view (queries and index) replaced by simulated detections from the fitted model
   (prpose.detector_noise.corrupt_np, the same model the training augmentation uses);
 * 1 / 2 / 3 missing limb joints: per query, that many of the 8 limb joints (elbows, wrists, knees, ankles) chosen
   at random are reported missing (score 0); the index stays clean (eval.occlusion's convention);
 * occluded parts: one arm, one leg, the lower body (eval.occlusion.PATTERNS);
 * unseen rigs: the same frames (pelvis centred) seen by 4 cameras on a ring at 0, 30, 45 or 60 degrees elevation,
-  5 m away, 90 degrees apart (eval.protocol.elevation_ring_cameras, views_from_cameras);
+  5 m away, 90 degrees apart (prpose.camera.elevation_ring_cameras, prpose.views.views_from_cameras);
 * with --h36m DIR (a prepared Human3.6M dataset with detections, format v2): its test split (S9/S11) with
-  ground-truth 2D and with the detector's 2D (queries and index; eval.protocol.views_from_dataset's source),
+  ground-truth 2D and with the detector's 2D (queries and index; prpose.views.views_from_dataset's source),
   every --h36m-every-th frame (the two rows may keep different frames: each drops its unusable views). With
   ``--data none`` only these rows run, and ratios are relative to the GT-2D row.
 
-Hit@k, the frame rule and the hit test are eval.protocol's. Random draws are seeded (--seed): every method sees
-the same corrupted / occluded queries.
+Hit@k and the hit test are prpose.protocol's, the frame rule prpose.views'. Random draws are seeded (--seed):
+every method sees the same corrupted / occluded queries.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ import time
 
 import numpy as np
 
-from prpose.eval import baselines, occlusion, protocol
 from prpose import keypoints as kp
+from prpose import protocol
+from prpose.camera import elevation_ring_cameras
+from prpose.eval import baselines, occlusion
+from prpose.views import views_from_cameras, views_from_dataset
 
 LIMB_JOINTS = ("left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_knee", "right_knee", "left_ankle",
                "right_ankle")
@@ -65,11 +68,11 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     ks = tuple(args.ks)
     embedder = load_model(args.model)
-    methods = [baselines.EmbeddingMethod(embedder, "match", name="Pr-VIPE"), baselines.Keypoints2DMethod()]
+    methods = [protocol.EmbeddingMethod(embedder, "match", name="Pr-VIPE"), baselines.Keypoints2DMethod()]
     settings = mocap_settings(args, ks) if args.data != "none" else []
     if args.h36m:
         for source, label in (("gt", "GT 2D"), ("detected", "detected 2D")):
-            h36m = protocol.views_from_dataset(args.h36m, "test", args.h36m_every, source=source)
+            h36m = views_from_dataset(args.h36m, "test", args.h36m_every, source=source)
             print(f"H36M {args.h36m} test every {args.h36m_every}, {label}: {h36m.num_frames} frames "
                   f"({h36m.settings['dropped_frames']} dropped)", flush=True)
             settings.append((f"H36M S9/S11 {label}", lambda m, f, v=h36m: protocol.cross_view_hit_at_k(m, v, ks), None))
@@ -107,7 +110,7 @@ def mocap_settings(args, ks) -> list:
     from prpose.dataset import load_dataset
 
     dataset = load_dataset(args.data)
-    views = protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames)
+    views = views_from_dataset(dataset, args.split, args.every, args.max_frames)
     rng = np.random.default_rng(args.seed)
     noise_model = dn.load_noise_model(args.noise_model)
     print(f"data {args.data} split {args.split} every {args.every} -> {views.num_frames} frames x "
@@ -128,8 +131,8 @@ def mocap_settings(args, ks) -> list:
             m, views, ks, query_visible=mask, index_features=f), None))
     world = pelvis_centred(np.asarray(dataset.poses3d[views.rows], np.float64))
     for elevation in ELEVATIONS:
-        cams = protocol.elevation_ring_cameras(4, (elevation,), distance=5.0)
-        rig = protocol.views_from_cameras(world, cams, rows=views.rows)
+        cams = elevation_ring_cameras(4, (elevation,), distance=5.0)
+        rig = views_from_cameras(world, cams, rows=views.rows)
         settings.append((f"ring at {elevation:g} deg", lambda m, f, rig=rig: protocol.cross_view_hit_at_k(m, rig, ks),
                          None))
     return settings

@@ -1,6 +1,6 @@
 """Temporal alignment of two performances seen from different cameras (REFERENCE.md, downstream uses).
 
-Per-frame features from any retrieval method (eval.protocol.RetrievalMethod: Pr-VIPE by -log P, the 2D
+Per-frame features from any retrieval method (prpose.protocol.RetrievalMethod: Pr-VIPE by -log P, the 2D
 baseline by L2, ...), a frame distance averaged over neighbouring frames (the authors' recipe: the mean of the
 per-frame distance over a few frames along the diagonal), then dynamic time warping (DTW).
 
@@ -115,7 +115,7 @@ def alignment_error(path: np.ndarray, true_mapping: np.ndarray) -> float:
 
 def frame_distances(method, feats_a, feats_b, window: int) -> np.ndarray:
     """The method's per-frame distances (T1, T2), averaged over +-window neighbouring frames."""
-    from prpose.eval.protocol import Candidates
+    from prpose.protocol import Candidates
 
     d = method.distances(feats_a, feats_b)
     if isinstance(d, Candidates):  # a two-stage method: DTW needs every distance, so +inf outside its candidates
@@ -124,7 +124,7 @@ def frame_distances(method, feats_a, feats_b, window: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Experiments on a ViewSet built with every frame of the split (eval.protocol.views_from_dataset(..., every=1)).
+# Experiments on a ViewSet built with every frame of the split (prpose.views.views_from_dataset(..., every=1)).
 
 
 def sequences_of(views) -> dict[str, np.ndarray]:
@@ -153,7 +153,7 @@ def offset_alignment(method, views, features, cam_a: int, cam_b: int, clip: int 
                      window: int = 2, max_sequences: int | None = None) -> dict:
     """Locate a clip (frames offset .. offset+clip of a take, camera A) inside the whole take (camera B).
 
-    features: per-camera Features of `views` (eval.protocol.compute_features). Takes shorter than
+    features: per-camera Features of `views` (prpose.protocol.compute_features). Takes shorter than
     offset + clip frames are skipped (counted). Returns mean / median error in frames and per-take errors.
     """
     errors, skipped = {}, 0
@@ -179,7 +179,7 @@ def offset_alignment(method, views, features, cam_a: int, cam_b: int, clip: int 
 
 
 def _pose_cost(views, pa, pb) -> np.ndarray:
-    from prpose.eval.protocol import pairwise_np_mpjpe_chunked
+    from prpose.protocol import pairwise_np_mpjpe_chunked
 
     return pairwise_np_mpjpe_chunked(views.poses3d[pb], views.poses3d[pa]).T  # [i, j]: b_j aligned onto a_i
 

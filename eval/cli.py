@@ -7,7 +7,7 @@
                 [--json OUT.json] [--report DIR]
 
 Without --model only the model-free rows run (oracle, random, 2D keypoints). Every row is computed by the same
-protocol code on the same queries (eval.protocol). `--source` picks the 2D keypoints of queries and index: the
+protocol code on the same queries (prpose.protocol). `--source` picks the 2D keypoints of queries and index: the
 projected ground truth, the dataset's detections (Human3.6M: Stacked Hourglass), or both (then on the frames
 usable in both); the hit is always judged on the 3D poses. Ranking is two-stage by default (exact match
 distance / NP-MPJPE on the `--candidates` entries nearest by a cheap distance; `--exact` ranks all entries) and
@@ -26,7 +26,7 @@ import time
 
 BASELINES = ("oracle", "random", "2d", "expected-random")
 DEFAULT_BASELINES = ("2d", "expected-random")
-DEFAULT_CANDIDATES = 100  # eval.baselines.DEFAULT_CANDIDATES (not imported here: the parser stays light)
+DEFAULT_CANDIDATES = 100  # prpose.eval.baselines.DEFAULT_CANDIDATES (not imported here: the parser stays light)
 VIEW_PROFILE = "h36m17"  # the views keep every joint a 2D source may give (nose, head top); methods pick theirs
 
 
@@ -120,10 +120,13 @@ def _untrained_fn(config, seed):
 def run(args) -> dict:
     import numpy as np
 
-    from prpose.eval import alignment, baselines, occlusion, probes, protocol, uncertainty
+    from prpose import protocol
+    from prpose.camera import elevation_ring_cameras
+    from prpose.eval import alignment, baselines, occlusion, probes, uncertainty
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
     from prpose.progress import progress
+    from prpose.views import common_frames, views_from_cameras, views_from_dataset
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
@@ -131,8 +134,8 @@ def run(args) -> dict:
         raise PrposeError(f"--candidates: got {args.candidates}, expected a positive integer (or pass --exact)")
     cand = None if args.exact else args.candidates
     sources = ("gt", "detected") if args.source == "both" else (args.source,)
-    all_views = [protocol.views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras,
-                                             source=src, profile=VIEW_PROFILE) for src in sources]
+    all_views = [views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras, source=src,
+                                    profile=VIEW_PROFILE) for src in sources]
     selected = all_views[0].settings["frames_selected"]
     for v in all_views:
         st = v.settings
@@ -141,7 +144,7 @@ def run(args) -> dict:
              f"frames unusable per camera: " + ", ".join(f"{n} {c}" for n, c in st["unusable_by_camera"].items())
              + (f"; joints the source lacks: {', '.join(st['absent_joints'])}" if st["absent_joints"] else "") + ")")
     if len(all_views) > 1:
-        all_views = protocol.common_frames(*all_views)
+        all_views = common_frames(*all_views)
         _say(f"eval: {all_views[0].num_frames} frames usable with both 2D sources (every row uses these)")
     views = all_views[0]
     ks = tuple(args.ks)
@@ -165,11 +168,11 @@ def run(args) -> dict:
     if args.model:
         model = _load_embedder(args.model, "model")
         out["settings"]["models"]["pr-vipe"] = {"run": str(args.model), "fingerprint": model.fingerprint}
-        methods += [baselines.EmbeddingMethod(model, "match", candidates=cand), baselines.EmbeddingMethod(model, "l2")]
+        methods += [protocol.EmbeddingMethod(model, "match", candidates=cand), protocol.EmbeddingMethod(model, "l2")]
     if args.l2vipe:
         l2 = _load_embedder(args.l2vipe, "l2vipe")
         out["settings"]["models"]["l2-vipe"] = {"run": str(args.l2vipe), "fingerprint": l2.fingerprint}
-        methods.append(baselines.EmbeddingMethod(l2, "l2", name="L2-VIPE"))
+        methods.append(protocol.EmbeddingMethod(l2, "l2", name="L2-VIPE"))
     if args.train_lifter:
         from prpose.eval.lifting import train_lifter
         from prpose.config import from_overrides
@@ -188,7 +191,7 @@ def run(args) -> dict:
         dropout_model = _load_embedder(args.dropout_model, "dropout-model")
         out["settings"]["models"]["pr-vipe-dropout"] = {"run": str(args.dropout_model),
                                                          "fingerprint": dropout_model.fingerprint}
-        methods.append(baselines.EmbeddingMethod(dropout_model, "match", name="Pr-VIPE + keypoint dropout",
+        methods.append(protocol.EmbeddingMethod(dropout_model, "match", name="Pr-VIPE + keypoint dropout",
                                                  candidates=cand))
 
     # 1. The protocol, every row on the same queries (per 2D source).
@@ -237,13 +240,13 @@ def run(args) -> dict:
 
     # 2. Views never seen in training.
     if args.unseen_views:
-        cams = protocol.elevation_ring_cameras(args.azimuths, args.elevations, distance=5.0)
+        cams = elevation_ring_cameras(args.azimuths, args.elevations, distance=5.0)
         sub = views.subset(np.linspace(0, views.num_frames - 1, min(views.num_frames, args.unseen_frames))
                            .round().astype(int))
         world = np.asarray(dataset.poses3d[sub.rows], np.float64)
         # Centre each pose under the rig's target (the test is about viewpoint, not where the person stands).
         world = world - np.concatenate([world[:, :1, :2], np.zeros((len(world), 1, 1))], axis=-1)
-        unseen = protocol.views_from_cameras(world, cams, rows=sub.rows)
+        unseen = views_from_cameras(world, cams, rows=sub.rows)
         rows = []
         for m in methods:
             r = protocol.cross_view_hit_at_k(m, unseen, ks, args.kappa)
@@ -281,11 +284,11 @@ def run(args) -> dict:
 
     # 5. Video alignment (every frame of the split: consecutive rows are consecutive frames).
     if args.alignment:
-        seq_views = protocol.views_from_dataset(dataset, args.split, 1, None, args.cameras, source=sources[0])
+        seq_views = views_from_dataset(dataset, args.split, 1, None, args.cameras, source=sources[0])
         # DTW needs every frame-to-frame distance: exact ranking here.
         ali_methods = [baselines.OracleMethod(candidates=None), baselines.Keypoints2DMethod()]
         if model is not None:
-            ali_methods.append(baselines.EmbeddingMethod(model, "match"))
+            ali_methods.append(protocol.EmbeddingMethod(model, "match"))
         out["alignment"] = {"offset": [], "cross_take": [], "content_retrieval": []}
         for m in ali_methods:
             f = protocol.compute_features(m, seq_views)
@@ -301,7 +304,7 @@ def run(args) -> dict:
 
     # 6. Linear probes.
     if args.probes:
-        train_views = protocol.views_from_dataset(dataset, "train", 1, args.probe_frames, args.cameras)
+        train_views = views_from_dataset(dataset, "train", 1, args.probe_frames, args.cameras)
         test_views = views13.subset(np.linspace(0, views.num_frames - 1, min(views.num_frames, args.probe_frames))
                                   .round().astype(int))
         fns = {"normalised 2D keypoints": lambda k, v: baselines.normalized_2d_features(k, v)}

@@ -76,15 +76,15 @@ def occlusion_sweep(method, views, rates: Sequence[float] = (0.0, 0.1, 0.2, 0.3)
 
     Returns {"method", "ks", "settings": [{"setting", "mean": {"hit@k": ...}, "unnormalisable_queries"}]}.
     """
-    from prpose.eval.protocol import compute_features, cross_view_hit_at_k
-    from prpose.eval.protocol import jitted
+    from prpose.normalize import jit_normalize_2d
+    from prpose.protocol import compute_features, cross_view_hit_at_k
 
     if index_features is None:
         index_features = compute_features(method, views)
     rows = []
     for setting in list(rates) + list(patterns):
         vis = occluded_queries(views, setting, seed)
-        _, ok = jitted("normalize_2d")(views.keypoints2d, vis)
+        _, ok = jit_normalize_2d(views.keypoints2d, vis)
         res = cross_view_hit_at_k(method, views, ks, kappa, query_visible=vis, index_features=index_features)
         rows.append({"setting": setting if isinstance(setting, str) else f"random {float(setting):.0%}",
                      "rate": None if isinstance(setting, str) else float(setting),

@@ -146,7 +146,7 @@ def run_probes(feature_fns: dict, train_views, test_views, train_viewpoint=None,
     """Every probe on every representation.
 
     feature_fns: name -> fn(keypoints (M, 13, 2), visible (M, 13)) -> (M, F) frozen features.
-    train_views / test_views: eval.protocol.ViewSet (every camera's view is one probe example).
+    train_views / test_views: prpose.views.ViewSet (every camera's view is one probe example).
     *_viewpoint: (azimuth, elevation) arrays (N, C) radians (dataset_viewpoints), or None to skip.
     label_fn: sequence name -> label (e.g. eval.alignment.content_label) or None; rows without a label are
     left out of the label probe.

@@ -44,7 +44,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def sigma_calibration(result, features, num_bins: int = 5) -> dict:
     """Hit@1 per sigma bin for a cross-view result of an embedding method.
 
-    result: eval.protocol.CrossViewResult (its per-pair query rows and hits, ks must include 1).
+    result: prpose.protocol.CrossViewResult (its per-pair query rows and hits, ks must include 1).
     features: the per-camera Features used for the queries (each with "stddev" (N, D)).
     Returns {"bins": [{"sigma_low", "sigma_high", "queries", "hit@1", "mean_top1_np_mpjpe"}], "spearman_sigma_error",
     "spearman_sigma_hit"}.

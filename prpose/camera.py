@@ -16,6 +16,7 @@ import functools
 import importlib.resources
 import json
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -349,6 +350,33 @@ def ring_rig(num_cameras: int, distance: float, height: float, target_height: fl
 
 
 # -- virtual views (jax) -----------------------------------------------------------------------------------
+def elevation_ring_cameras(num_azimuths: int = 8, elevations_deg: Sequence[float] = (0.0, 30.0, 60.0),
+                           distance: float = 5.0, target=(0.0, 0.0, 1.0), focal: float = 1145.0,
+                           size=(1000, 1000), start_azimuth_deg: float = 0.0) -> list[Camera]:
+    """A rig of distortion-free cameras on rings at several elevations, all looking at `target` (world metres,
+    Z-up): views never seen in training (prpose.views.views_from_cameras, `prpose eval --unseen-views`).
+
+    Camera (ring e, azimuth a) sits at target + distance * (cos(el) sin(az), -cos(el) cos(az), sin(el)) (azimuth
+    0 on the -Y side, as :func:`ring_rig` and :func:`view_rotation`) and looks at the target. Names are
+    "az{deg}_el{deg}".
+    """
+    target = np.asarray(target, np.float64)
+    cams = []
+    for el in elevations_deg:
+        for i in range(num_azimuths):
+            az = start_azimuth_deg + 360.0 * i / num_azimuths
+            a, e = math.radians(az), math.radians(el)
+            center = target + distance * np.array([math.cos(e) * math.sin(a), -math.cos(e) * math.cos(a),
+                                                   math.sin(e)])
+            # Straight down would make look_at's up vector degenerate; elevations stay below 90 degrees.
+            if abs(el) >= 89.0:
+                raise PrposeError(f"elevations_deg: {el} is too close to +-90 (camera straight above/below)")
+            cams.append(Camera(name=f"az{az:g}_el{el:g}", rotation=look_at(center, target), center=center,
+                               focal=(focal, focal), principal=(size[0] / 2, size[1] / 2), radial=(0.0, 0.0, 0.0),
+                               tangential=(0.0, 0.0), width=size[0], height=size[1]))
+    return cams
+
+
 def view_rotation(azimuth, elevation, roll):
     """World->camera rotation of a virtual camera looking at the origin (jax; broadcasts its arguments).
 

@@ -13,6 +13,7 @@ do the gradients (every sqrt/division goes through a safe denominator selected w
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -180,3 +181,9 @@ def normalize_3d(poses):
     inv = jnp.where(valid, 1.0 / jnp.where(valid, size, 1.0), 0.0)
     out = (p - pelvis[..., None, :]) * inv[..., None, None]
     return out, valid
+
+
+# Jitted once per input shape, for host-side callers (views, evaluation): eager jnp dispatches dozens of small
+# ops (~5 s for a few hundred views on a busy 2-core machine, against < 1 s to compile once).
+jit_normalize_2d = jax.jit(normalize_2d, static_argnames=("profile",))
+jit_normalize_3d = jax.jit(normalize_3d)

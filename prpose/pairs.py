@@ -14,11 +14,11 @@ projected ground truth (Stacked Hourglass on Human3.6M). With ``load_train_array
 normalised from the joints the detector gave, and ``sample_batch(..., detection_probability=p)`` makes each view
 the real detection with probability p (where that detection is usable), reporting which joints it shows.
 
-A view (frame, camera) is *usable* when its 2D normalisation is valid and all input keypoints are visible
-in that camera (inside the image and in front of it; the dataset's ``visibility``). Keypoints behind a
-camera have meaningless projections, and partial views are produced on purpose by keypoint dropout
-(prpose.augment) rather than taken from wherever a joint left the frame. Frames whose 3D normalisation is
-invalid, or with fewer than two usable views, are dropped; every drop is counted in the returned report.
+A view (frame, camera) is *usable* by the one rule of ``prpose.views.prepare_views`` (the retrieval protocol
+applies it too): its 2D normalisation is valid and all input keypoints are visible in that camera (inside the
+image and in front of it; the dataset's ``visibility``); a real detected view needs only a normalisable torso
+from the joints the detector gave. Frames whose 3D normalisation is invalid, or with fewer than two usable
+views, are dropped; every drop is counted in the returned report.
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ import numpy as np
 
 from prpose import keypoints as kp
 from prpose.errors import PrposeError
-from prpose.normalize import normalize_2d, normalize_3d
+from prpose.normalize import jit_normalize_3d
+from prpose.views import prepare_views
 
 _CHUNK = 16384  # frames normalised at a time on the host: bounds memory on large memory-mapped datasets
-
-# Jitted once per input shape: eager jnp dispatch compiles every primitive separately (seconds on 2 cores).
-_normalize_2d_jit = jax.jit(normalize_2d, static_argnames=("profile",))
-_normalize_3d_jit = jax.jit(normalize_3d)
 
 
 class TrainArrays(NamedTuple):
@@ -119,38 +116,6 @@ class LoadReport:
         return s
 
 
-def prepare_views(keypoints2d_h36m17, visibility_h36m17, profile: str = "input13"):
-    """Convert (by joint name) and normalise views on the host.
-
-    Args:
-      keypoints2d_h36m17: (..., 17, 2) pixels, h36m17.
-      visibility_h36m17: (..., 17) bool.
-      profile: the model's input profile (``ModelConfig.input_profile``); h36m17 must hold all its joints.
-    Returns:
-      (keypoints (..., J, 2) float32 normalised in ``profile``, usable (...) bool).
-    """
-    k = kp.convert(np.asarray(keypoints2d_h36m17, np.float32), "h36m17", profile)
-    v = kp.convert(np.asarray(visibility_h36m17, bool), "h36m17", profile, axis=-1)
-    normalized, valid = _normalize_2d_jit(k, profile=profile)
-    normalized, valid = np.asarray(normalized, np.float32), np.asarray(valid)
-    usable = valid & v.all(axis=-1) & np.isfinite(k).all(axis=(-1, -2))
-    return np.where(usable[..., None, None], normalized, 0.0).astype(np.float32), usable
-
-
-def prepare_detections(detections2d_h36m17, visible_h36m17, profile: str = "input13"):
-    """Convert (by joint name) and normalise real detected views from the joints the detector gave.
-
-    Returns (keypoints (..., J, 2) float32 normalised, visible (..., J) bool, usable (...) bool: the torso
-    normalises from the visible joints). Invisible joints are 0.
-    """
-    k = kp.convert(np.asarray(detections2d_h36m17, np.float32), "h36m17", profile)
-    v = kp.convert(np.asarray(visible_h36m17, bool), "h36m17", profile, axis=-1) & np.isfinite(k).all(axis=-1)
-    normalized, valid = _normalize_2d_jit(np.where(v[..., None], k, 0.0), v, profile=profile)
-    usable = np.asarray(valid)
-    v = v & usable[..., None]
-    return np.where(v[..., None], np.asarray(normalized, np.float32), 0.0).astype(np.float32), v, usable
-
-
 def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None, profile: str = "input13",
                       detections: bool = False):
     """Load one split of a prepared dataset onto the devices, once.
@@ -182,12 +147,14 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
     k_parts, u_parts, p_parts, p_valid_parts, d_parts = [], [], [], [], []
     for start in range(0, rows.size, _CHUNK):
         r = rows[start:start + _CHUNK]
-        k, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r], profile)
-        p, pv = _normalize_3d_jit(np.asarray(dataset.poses3d[r], np.float32))
+        k, _, u = prepare_views(dataset.keypoints2d[r], dataset.visibility[r], profile)
+        p, pv = jit_normalize_3d(np.asarray(dataset.poses3d[r], np.float32))
         pv = np.asarray(pv) & np.isfinite(np.asarray(dataset.poses3d[r])).all(axis=(-1, -2))
         k_parts.append(k), u_parts.append(u), p_parts.append(np.asarray(p, np.float32)), p_valid_parts.append(pv)
         if with_detections:
-            d_parts.append(prepare_detections(dataset.detections2d[r], dataset.detections_visible[r], profile))
+            # A detector view requires no joint: it is usable when its torso normalises from the joints given.
+            d_parts.append(prepare_views(dataset.detections2d[r], dataset.detections_visible[r], profile,
+                                         required=()))
     k2d, usable = np.concatenate(k_parts), np.concatenate(u_parts)
     p3d, p_valid = np.concatenate(p_parts), np.concatenate(p_valid_parts)
     num_joints = k2d.shape[-2]

@@ -5,7 +5,7 @@
   2. build the embedder, the optimizer (optax) and the EMA of the parameters;
   3. resume from the latest complete checkpoint of ``workdir`` if asked;
   4. loop: ``train_step`` (jitted), log metrics (progress + ``metrics.jsonl``), validate cross-view Hit@1 on the
-     val split with the EMA weights (prpose.crossview), checkpoint; always checkpoint at the end.
+     val split with the EMA weights (prpose.protocol), checkpoint; always checkpoint at the end.
 
 ``train_step`` is a pure function of (state, ema, arrays) run under ``jax.jit``: sample a batch -> camera
 augmentation per view -> optional keypoint occlusion -> embed anchors and positives in one call (shared
@@ -244,15 +244,15 @@ def make_mesh(devices=None) -> Mesh:
 # --- validation ----------------------------------------------------------------------------------------------
 
 def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: str = "in-training") -> dict:
-    """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config)."""
-    from prpose.crossview import cross_view_hit_at_k
+    """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config; prpose.protocol)."""
     from prpose.inference import PoseEmbedder
+    from prpose.protocol import embedder_hit_at_k
 
     embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
-    return cross_view_hit_at_k(
-        lambda k: embedder.embed(k, profile="h36m17"), dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa,
-        ranking=config.eval_ranking, every=config.eval_every_frame, match_params=embedder.match_params,
-        max_frames=config.eval_max_frames or None, candidates=config.eval_candidates or None)
+    return embedder_hit_at_k(
+        embedder, dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa, ranking=config.eval_ranking,
+        every=config.eval_every_frame, max_frames=config.eval_max_frames or None,
+        candidates=config.eval_candidates or None)
 
 
 def _eval_split(dataset, preferred: str) -> str | None:

@@ -1,6 +1,7 @@
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 # Cache XLA compilations across test runs and processes (CI re-runs compile the same steps).
@@ -47,3 +48,43 @@ def embedder():
     model = build_model(config.model)
     _, params, stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     return PoseEmbedder.from_state(config, params, stats, fingerprint="test")
+
+
+def np_mpjpe_ref(pred, target):
+    """Float64 NP-MPJPE of pred (J, 3) aligned onto target (J, 3): rotation without reflection, uniform scale,
+    translation (SVD), then the mean joint distance. Independent of prpose.procrustes."""
+    p = np.asarray(pred, np.float64) - np.mean(pred, axis=0)
+    t = np.asarray(target, np.float64) - np.mean(target, axis=0)
+    u, s, vt = np.linalg.svd(p.T @ t)
+    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ fix @ vt
+    scale = (s * np.diag(fix)).sum() / (p ** 2).sum()
+    return np.linalg.norm(scale * p @ rot - t, axis=1).mean()
+
+
+def reference_hit_rates(views, features, distance, ks, kappa=0.1, candidates=None, coarse=None):
+    """The cross-view protocol written again in float64 NumPy, independently of prpose.protocol.
+
+    views: a prpose.views.ViewSet. features: list over cameras of per-frame arrays (N, ...). distance(q (Q, ...),
+    x (N, ...)) -> (Q, N). For every ordered pair of distinct cameras, each valid query ranks the valid index
+    entries by distance (a stable sort: ties by index), or only the `candidates` nearest by coarse(q, x); it
+    hits at k when one of its first k has np_mpjpe_ref < kappa onto the query's 3D pose.
+    Returns (pairs, len(ks)) hit rates, pairs in the protocol's order.
+    """
+    out = []
+    c = views.num_cameras
+    for cq in range(c):
+        for ci in range(c):
+            if cq == ci:
+                continue
+            q_rows, x_rows = np.flatnonzero(views.valid[:, cq]), np.flatnonzero(views.valid[:, ci])
+            d = np.asarray(distance(features[cq][q_rows], features[ci][x_rows]), np.float64)
+            if candidates is not None:
+                near = np.argsort(coarse(features[cq][q_rows], features[ci][x_rows]), axis=1, kind="stable")
+                d = np.where(np.argsort(near, axis=1) < candidates, d, np.inf)  # rank among candidates only
+            order = np.argsort(d, axis=1, kind="stable")[:, :max(ks)]
+            hit = np.array([[np_mpjpe_ref(views.poses3d[x_rows[j]], views.poses3d[q]) < kappa for j in row]
+                            for q, row in zip(q_rows, order)])
+            first = np.cumsum(hit, axis=1) > 0
+            out.append([first[:, min(k, first.shape[1]) - 1].mean() for k in ks])
+    return np.array(out)

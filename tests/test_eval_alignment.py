@@ -7,6 +7,7 @@ import pytest
 
 from prpose.eval import alignment
 from prpose.errors import PrposeError
+from prpose.views import views_from_dataset
 
 
 def _dtw_reference(c):
@@ -105,14 +106,15 @@ def test_content_label_parses_bandai_names():
 
 def test_experiments_on_a_tiny_dataset(tmp_path):
     """Oracle features align a take with itself across cameras exactly; labels drive content retrieval."""
-    from prpose.eval import baselines, protocol
+    from prpose import protocol
+    from prpose.eval import baselines
     from prpose.eval.testing import tiny_dataset
     from prpose.dataset import load_dataset
 
     names = ["dataset-1_walk_a_001.bvh", "dataset-1_walk_b_001.bvh", "dataset-1_run_a_001.bvh",
              "dataset-1_run_b_001.bvh"]
     tiny_dataset(tmp_path / "ds", sequences=4, frames=24, cameras=2, splits=("test",), names=names)
-    views = protocol.views_from_dataset(load_dataset(tmp_path / "ds"), "test")
+    views = views_from_dataset(load_dataset(tmp_path / "ds"), "test")
     oracle = baselines.OracleMethod()
     feats = protocol.compute_features(oracle, views)
     off = alignment.offset_alignment(oracle, views, feats, 0, 1, clip=10, offset=6, window=1)

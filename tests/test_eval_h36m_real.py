@@ -11,8 +11,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from prpose.eval import baselines, protocol
-from prpose import keypoints as kp
+from prpose import keypoints as kp, protocol
+from prpose.eval import baselines
+from prpose.views import common_frames, views_from_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("PRPOSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -39,14 +40,14 @@ def test_authors_frames_with_both_2d_sources(s11):
     listed = json.loads(FRAMES.read_text())["frames"]
     expected = sum(len(v) for k, v in listed.items() if k.startswith("S11:"))
     assert len(ds.indices(split="test")) == expected  # exactly the authors' S11 frames
-    gt = protocol.views_from_dataset(ds, "test", profile="h36m17")
-    det = protocol.views_from_dataset(ds, "test", source="detected", profile="h36m17")
+    gt = views_from_dataset(ds, "test", profile="h36m17")
+    det = views_from_dataset(ds, "test", source="detected", profile="h36m17")
     assert gt.num_cameras == det.num_cameras == 4
     assert det.settings["absent_joints"] == ["nose"]
     assert det.num_frames + det.settings["dropped_frames"] == expected
     assert det.num_frames > 0.95 * expected
     # Detections sit near the projected ground truth (REFERENCE.md: limb joints median ~9 px), left on left.
-    a, b = protocol.common_frames(gt, det)
+    a, b = common_frames(gt, det)
     limbs = [kp.H36M17.index(n) for n in ("left_wrist", "right_wrist", "left_knee", "right_knee", "left_elbow")]
     err = np.linalg.norm(a.keypoints2d[..., limbs, :] - b.keypoints2d[..., limbs, :], axis=-1)
     assert 3.0 < np.median(err) < 20.0
@@ -58,9 +59,9 @@ def test_authors_frames_with_both_2d_sources(s11):
 def test_2d_baseline_on_real_frames_prefers_clean_2d(s11):
     sub = {}
     for source in ("gt", "detected"):
-        v = protocol.views_from_dataset(s11, "test", max_frames=400, source=source, profile="h36m17")
+        v = views_from_dataset(s11, "test", max_frames=400, source=source, profile="h36m17")
         sub[source] = v
-    gt, det = protocol.common_frames(sub["gt"], sub["detected"])
+    gt, det = common_frames(sub["gt"], sub["detected"])
     res = {s: protocol.cross_view_hit_at_k(baselines.Keypoints2DMethod(), v, ks=(1, 10)).mean
            for s, v in (("gt", gt), ("detected", det))}
     assert 0.02 < res["detected"][0] <= res["gt"][0] < 0.9

@@ -1,10 +1,13 @@
-"""Model-based rows: the Pr-VIPE rows agree with the training-time validation (prpose.crossview); the lifting
-baseline trains, saves and reloads."""
+"""Model-based rows: the Pr-VIPE rows equal a float64 reference of the protocol and training validation's
+numbers; the lifting baseline trains, saves and reloads."""
 
 import numpy as np
 import pytest
+from conftest import reference_hit_rates
 
-from prpose.eval import baselines, protocol
+from prpose import protocol
+from prpose.eval import baselines
+from prpose.views import views_from_dataset
 
 
 @pytest.fixture(scope="module")
@@ -18,27 +21,36 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("ranking", ["match", "l2"])
-def test_pr_vipe_rows_agree_with_prpose_crossview(data, embedder, ranking):
-    from prpose.crossview import cross_view_hit_at_k as crossview_hit
+def test_pr_vipe_rows_equal_a_float64_reference_and_validation(data, embedder, ranking):
     from prpose.dataset import load_dataset
+    from prpose.matching import pairwise_match_distance_np
 
     ds = load_dataset(data)
-    ref = crossview_hit(lambda k: embedder.embed(k, profile="h36m17"), ds, "test", ks=(1, 5), ranking=ranking,
-                        match_params=embedder.match_params)
-    views = protocol.views_from_dataset(ds, "test")
-    method = baselines.EmbeddingMethod(embedder, ranking, index_chunk=8)  # chunking must not change anything
+    views = views_from_dataset(ds, "test", profile="h36m17")
+    method = protocol.EmbeddingMethod(embedder, ranking, index_chunk=8)  # chunking must not change anything
     res = protocol.cross_view_hit_at_k(method, views, ks=(1, 5), query_chunk=6)
-    for k, v in zip(res.ks, res.mean):
-        assert v == pytest.approx(ref[f"hit@{k}"])
-    feats = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d)
+    feats = protocol.compute_features(method, views)
+    if ranking == "match":
+        a, b, s = embedder.match_params
+        ref = reference_hit_rates(views, [f["samples"].astype(np.float64) for f in feats],
+                                  lambda q, x: pairwise_match_distance_np(q, x, a, b, s), (1, 5))
+    else:
+        ref = reference_hit_rates(views, [f["mean"].astype(np.float64) for f in feats],
+                                  lambda q, x: ((q[:, None] - x[None]) ** 2).sum(-1), (1, 5))
+    np.testing.assert_allclose([p.hit_rates for p in res.pairs], ref, atol=1e-12)
+    # Training validation (prpose.training.validate) reports the same protocol's numbers.
+    val = protocol.embedder_hit_at_k(embedder, ds, "test", ks=(1, 5), ranking=ranking)
+    assert [val["hit@1"], val["hit@5"]] == res.mean.tolist()
+    assert val["num_frames"] == views.num_frames and val["ranking"] == ranking
+    feats = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d, profile="h36m17")
     assert feats["stddev"].shape == feats["mean"].shape and (feats["stddev"] > 0).all()
 
 
 def test_match_distances_equal_the_numpy_reference(data, embedder):
     from prpose.index.kernels import pairwise_match_distance_np
 
-    views = protocol.views_from_dataset(data, "test")
-    method = baselines.EmbeddingMethod(embedder, "match", index_chunk=5)
+    views = views_from_dataset(data, "test")
+    method = protocol.EmbeddingMethod(embedder, "match", index_chunk=5)
     f = method.features(views.keypoints2d[:, 1], views.visible[:, 1], views.poses3d)
     got = method.distances(protocol.take(f, np.arange(3)), f)
     ref = pairwise_match_distance_np(f["samples"][:3].astype(np.float64), f["samples"].astype(np.float64),
@@ -57,7 +69,7 @@ def test_lifter_trains_reloads_and_ranks(data, tmp_path):
     losses = [row["loss"] for row in read_metrics(tmp_path / "lift") if "loss" in row]
     assert info["steps"] == 30 and info["final_loss"] == losses[-1] and losses[-1] < losses[0]  # it learns
     lifter = Lifter(tmp_path / "lift")
-    views = protocol.views_from_dataset(data, "test")
+    views = views_from_dataset(data, "test")
     lifted = lifter.lift(views.keypoints2d[:, 0], views.visible[:, 0])
     assert lifted.shape == (views.num_frames, 17, 3) and np.isfinite(lifted).all()
     res = protocol.cross_view_hit_at_k(baselines.LiftingMethod(lifter.lift), views, ks=(1,))

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from prpose.eval import baselines, occlusion, protocol
-from prpose import keypoints as kp
+from prpose import keypoints as kp, protocol
+from prpose.eval import baselines, occlusion
 from prpose.errors import PrposeError
+from prpose.views import views_from_cameras
 
 TORSO = [kp.INPUT13.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
 
@@ -43,7 +44,7 @@ def views():
     from prpose.camera import ring_rig
     from prpose.synthetic import generate_motions
 
-    return protocol.views_from_cameras(np.concatenate(generate_motions(2, 20, seed=3)), ring_rig(3, 4.0, 1.5))
+    return views_from_cameras(np.concatenate(generate_motions(2, 20, seed=3)), ring_rig(3, 4.0, 1.5))
 
 
 def test_sweep_known_answers(views):

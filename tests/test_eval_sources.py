@@ -8,10 +8,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import reference_hit_rates
 
-from prpose.eval import baselines, protocol
-from prpose import keypoints as kp
+from prpose import keypoints as kp, protocol
+from prpose.eval import baselines
 from prpose.errors import PrposeError
+from prpose.views import common_frames, input13_views, views_from_dataset
 
 FRAMES = 12
 
@@ -41,8 +43,8 @@ def test_detected_views_drop_and_report_the_missing_camera_and_the_nose(data):
     from prpose.dataset import load_dataset
 
     ds = load_dataset(data)
-    gt = protocol.views_from_dataset(ds, "test", profile="h36m17")
-    det = protocol.views_from_dataset(ds, "test", source="detected", profile="h36m17")
+    gt = views_from_dataset(ds, "test", profile="h36m17")
+    det = views_from_dataset(ds, "test", source="detected", profile="h36m17")
     assert gt.num_frames == 3 * FRAMES and gt.settings["dropped_frames"] == 0 and gt.settings["absent_joints"] == []
     # Sequence 3 has no detections in camera 0: its frames leave every pair, counted per camera.
     assert det.num_frames == 2 * FRAMES and det.settings["dropped_frames"] == FRAMES
@@ -60,65 +62,72 @@ def test_detected_views_drop_and_report_the_missing_camera_and_the_nose(data):
     err = np.linalg.norm(gt.keypoints2d[same] - det.keypoints2d, axis=-1)[..., [head, 0, 1]]
     assert 0.5 < np.median(err) < 15.0
     # Both sources on the same frames.
-    a, b = protocol.common_frames(gt, det)
+    a, b = common_frames(gt, det)
     np.testing.assert_array_equal(a.rows, b.rows)
     assert a.num_frames == det.num_frames and a.settings["dropped_frames"] == FRAMES
 
 
 def test_detected_source_needs_detections(plain):
     with pytest.raises(PrposeError, match="no detected 2D keypoints"):
-        protocol.views_from_dataset(plain, "test", source="detected")
+        views_from_dataset(plain, "test", source="detected")
     with pytest.raises(PrposeError, match="source"):
-        protocol.views_from_dataset(plain, "test", source="sh")
+        views_from_dataset(plain, "test", source="sh")
 
 
 def test_2d_baseline_uses_the_head_top_where_the_nose_is_missing(data):
-    det = protocol.views_from_dataset(data, "test", source="detected", profile="h36m17")
-    k13, v13 = baselines.input13_views(det.keypoints2d[:, 1], det.visible[:, 1], "h36m17")
+    det = views_from_dataset(data, "test", source="detected", profile="h36m17")
+    k13, v13 = input13_views(det.keypoints2d[:, 1], det.visible[:, 1], "h36m17")
     assert v13.all()
     np.testing.assert_array_equal(k13[:, 0], det.keypoints2d[:, 1, kp.H36M17.index("head")])
     np.testing.assert_array_equal(k13[:, 1:], kp.convert(det.keypoints2d[:, 1], "h36m17", "input13")[:, 1:])
     # A source with a nose keeps it.
-    gt = protocol.views_from_dataset(data, "test", profile="h36m17")
-    k13, _ = baselines.input13_views(gt.keypoints2d[:, 0], gt.visible[:, 0], "h36m17")
+    gt = views_from_dataset(data, "test", profile="h36m17")
+    k13, _ = input13_views(gt.keypoints2d[:, 0], gt.visible[:, 0], "h36m17")
     np.testing.assert_array_equal(k13, kp.convert(gt.keypoints2d[:, 0], "h36m17", "input13"))
     res = protocol.cross_view_hit_at_k(baselines.Keypoints2DMethod(), det, ks=(1, 5))
     assert 0.0 < res.mean[1] <= 1.0
 
 
 def test_embedders_get_detections_with_the_nose_missing(data, embedder):
-    det = protocol.views_from_dataset(data, "test", source="detected", profile="h36m17")
-    method = baselines.EmbeddingMethod(embedder, "match")
+    det = views_from_dataset(data, "test", source="detected", profile="h36m17")
+    method = protocol.EmbeddingMethod(embedder, "match")
     f = method.features(det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d, profile="h36m17")
     nose_missing = embedder.embed(kp.convert(det.keypoints2d[:, 0], "h36m17", "input13"), "input13",
                                   scores=kp.convert(det.visible[:, 0], "h36m17", "input13", axis=-1).astype(float))
     np.testing.assert_allclose(f["mean"], nose_missing.mean, atol=1e-6)
 
 
-def test_two_stage_match_ranking_agrees_with_crossview_and_exact(data, embedder):
-    from prpose.crossview import cross_view_hit_at_k as crossview_hit
-    from prpose.dataset import load_dataset
+def test_two_stage_match_ranking_agrees_with_a_float64_reference_and_exact(data, embedder):
+    from prpose.matching import pairwise_match_distance_np
 
-    ds = load_dataset(data)
-    views = protocol.views_from_dataset(ds, "test")
+    views = views_from_dataset(data, "test")
     n = views.num_frames
-    exact = protocol.cross_view_hit_at_k(baselines.EmbeddingMethod(embedder, "match"), views, ks=(1, 5))
-    wide = protocol.cross_view_hit_at_k(baselines.EmbeddingMethod(embedder, "match", candidates=n), views, ks=(1, 5))
+    exact = protocol.cross_view_hit_at_k(protocol.EmbeddingMethod(embedder, "match"), views, ks=(1, 5))
+    wide = protocol.cross_view_hit_at_k(protocol.EmbeddingMethod(embedder, "match", candidates=n), views, ks=(1, 5))
     np.testing.assert_array_equal(exact.mean, wide.mean)  # candidates >= N is exact
+    feats = protocol.compute_features(protocol.EmbeddingMethod(embedder, "match"), views)
+    d = feats[0]["mean"].shape[1]
+    rows = [np.concatenate([f["mean"], f["samples"].reshape(n, -1)], axis=1).astype(np.float64) for f in feats]
+    a, b, s = embedder.match_params
+
+    def match(q, x):
+        return pairwise_match_distance_np(q[:, d:].reshape(len(q), -1, d), x[:, d:].reshape(len(x), -1, d), a, b, s)
+
+    def l2_of_means(q, x):
+        return ((q[:, None, :d] - x[None, :, :d]) ** 2).sum(-1)
+
     for c in (5, 12):
-        ours = protocol.cross_view_hit_at_k(baselines.EmbeddingMethod(embedder, "match", candidates=c), views,
+        ours = protocol.cross_view_hit_at_k(protocol.EmbeddingMethod(embedder, "match", candidates=c), views,
                                             ks=(1, 5))
-        ref = crossview_hit(lambda k: embedder.embed(k, profile="h36m17"), ds, "test", ks=(1, 5), ranking="match",
-                            match_params=embedder.match_params, candidates=c)
-        for k, v in zip(ours.ks, ours.mean):
-            assert v == pytest.approx(ref[f"hit@{k}"])
+        ref = reference_hit_rates(views, rows, match, (1, 5), candidates=c, coarse=l2_of_means)
+        np.testing.assert_allclose([p.hit_rates for p in ours.pairs], ref, atol=1e-12)
     # Only candidates get a finite distance, and those are the exact match distances.
-    m = baselines.EmbeddingMethod(embedder, "match", candidates=4)
+    m = protocol.EmbeddingMethod(embedder, "match", candidates=4)
     f = m.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d)
     cand = m.distances(protocol.take(f, np.arange(3)), f)
     assert isinstance(cand, protocol.Candidates) and cand.ids.shape == (3, 4)
     got = cand.dense(views.num_frames)
-    full = baselines.EmbeddingMethod(embedder, "match").distances(protocol.take(f, np.arange(3)), f)
+    full = protocol.EmbeddingMethod(embedder, "match").distances(protocol.take(f, np.arange(3)), f)
     assert (np.isfinite(got).sum(axis=1) == 4).all()
     # (the all-pairs kernel expands |q - x|^2 in float32; the re-rank takes exact differences)
     np.testing.assert_allclose(got[np.isfinite(got)], full[np.isfinite(got)], rtol=1e-3, atol=1e-3)
@@ -140,7 +149,7 @@ def test_pose_shape_descriptor_is_invariant_like_np_mpjpe():
 
 @pytest.mark.parametrize("candidates", [3, 8])
 def test_two_stage_pose_ranking_equals_exact_on_its_candidates(data, candidates):
-    views = protocol.views_from_dataset(data, "test")
+    views = views_from_dataset(data, "test")
     exact = baselines.OracleMethod(candidates=None)
     two = baselines.OracleMethod(candidates=candidates)
     f = exact.features(None, None, views.poses3d)
@@ -185,12 +194,12 @@ def test_cli_both_sources_prints_progress_and_records_drops(data, tmp_path, caps
 
 
 def test_head_as_nose_feeds_the_head_top_to_an_input13_embedder(data, embedder):
-    det = protocol.views_from_dataset(data, "test", source="detected", profile="h36m17")
-    f = baselines.EmbeddingMethod(embedder, "l2", head_as_nose=True).features(
+    det = views_from_dataset(data, "test", source="detected", profile="h36m17")
+    f = protocol.EmbeddingMethod(embedder, "l2", head_as_nose=True).features(
         det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d, profile="h36m17")
-    k13, _ = baselines.input13_views(det.keypoints2d[:, 0], det.visible[:, 0], "h36m17")
+    k13, _ = input13_views(det.keypoints2d[:, 0], det.visible[:, 0], "h36m17")
     np.testing.assert_allclose(f["mean"], embedder.embed(k13, "input13").mean, atol=1e-6)
-    g = baselines.EmbeddingMethod(embedder, "l2").features(det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d,
+    g = protocol.EmbeddingMethod(embedder, "l2").features(det.keypoints2d[:, 0], det.visible[:, 0], det.poses3d,
                                                           profile="h36m17")
     assert not np.allclose(f["mean"], g["mean"])
 
@@ -202,7 +211,7 @@ def test_match_rerank_equals_the_float64_reference(smoothing):
     rng = np.random.default_rng(3)
     q = rng.normal(size=(5, 20, 16)).astype(np.float32)
     x = (rng.normal(size=(5, 7, 20, 16)) * 2).astype(np.float32)
-    got = baselines._match_rerank(q, x, 1.9, 4.0, smoothing)
+    got = protocol._match_rerank(q, x, 1.9, 4.0, smoothing)
     ref = match_distance_np(q[:, None].astype(np.float64), x.astype(np.float64), 1.9, 4.0, smoothing)
     assert got.shape == (5, 7) and np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
@@ -211,7 +220,7 @@ def test_match_rerank_equals_the_float64_reference(smoothing):
 def test_progress_reports_every_pair_with_an_estimate(data):
     import time
 
-    views = protocol.views_from_dataset(data, "test")
+    views = views_from_dataset(data, "test")
     lines = []
     line = protocol.pair_line("2D", (1, 5), time.perf_counter())
     res = protocol.cross_view_hit_at_k(baselines.Keypoints2DMethod(), views, ks=(1, 5),

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from prpose.eval import protocol, uncertainty
+from prpose import protocol
+from prpose.eval import uncertainty
 from prpose.errors import PrposeError
 
 
