@@ -12,7 +12,8 @@ and 45 degree cameras):
   (prpose.detector_noise.corrupt_np, the same model the training augmentation uses);
 * 1 / 2 / 3 missing limb joints: per query, that many of the 8 limb joints (elbows, wrists, knees, ankles) chosen
   at random are reported missing (score 0); the index stays clean (eval.occlusion's convention);
-* occluded parts: one arm, one leg, the lower body (eval.occlusion.PATTERNS);
+* occluded parts: the left forearm, the right lower leg, both lower legs (body parts of
+  prpose.keypoints.BODY_PARTS: elbow-wrist, knee-ankle, knees and ankles; eval.occlusion.DEFAULT_PATTERNS);
 * unseen rigs: the same frames (pelvis centred) seen by 4 cameras on a ring at 0, 30, 45 or 60 degrees elevation,
   5 m away, 90 degrees apart (prpose.camera.elevation_ring_cameras, prpose.views.views_from_cameras);
 * with --h36m DIR (a prepared Human3.6M dataset with detections, format v2): its test split (S9/S11) with
@@ -43,7 +44,6 @@ from prpose.views import views_from_cameras, views_from_dataset
 
 LIMB_JOINTS = ("left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_knee", "right_knee", "left_ankle",
                "right_ankle")
-PART_PATTERNS = ("left arm", "right leg", "lower body")
 ELEVATIONS = (0.0, 30.0, 45.0, 60.0)
 
 
@@ -125,7 +125,7 @@ def mocap_settings(args, ks) -> list:
         settings.append((f"{count} missing limb joint{'s' if count > 1 else ''}",
                          lambda m, f, mask=mask: protocol.cross_view_hit_at_k(m, views, ks, query_visible=mask,
                                                                                index_features=f), None))
-    for pattern in PART_PATTERNS:
+    for pattern in occlusion.DEFAULT_PATTERNS:
         mask = occlusion.occluded_queries(views, pattern)
         settings.append((f"occluded {pattern}", lambda m, f, mask=mask: protocol.cross_view_hit_at_k(
             m, views, ks, query_visible=mask, index_features=f), None))

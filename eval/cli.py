@@ -69,7 +69,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
     parser.add_argument("--occlusion-frames", type=int, default=600,
                         help="frames for the occlusion sweep (one protocol run per setting and method)")
-    parser.add_argument("--patterns", nargs="+", default=["left arm", "right leg", "lower body"])
+    parser.add_argument("--patterns", nargs="+", default=["left_forearm", "right_lower_leg", "lower_legs"],
+                        help="body parts hidden in the occluded queries (prpose.keypoints.BODY_PARTS, the vocabulary "
+                             "of training's structured occlusion too), e.g. left_arm, left_forearm, lower_body")
     parser.add_argument("--uncertainty", action="store_true", help="Hit@1 binned by predicted sigma")
     parser.add_argument("--alignment", action="store_true", help="video alignment by DTW (every frame of the split)")
     parser.add_argument("--clip", type=int, default=60, help="alignment: clip length in frames")

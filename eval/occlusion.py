@@ -1,7 +1,9 @@
 """Occlusion robustness: cross-view Hit@k when the query's keypoints are partly missing.
 
 Queries lose keypoints (the index stays clean, as a database of complete poses would): random dropout at several
-rates, and structured patterns that hide a body part as a whole (one arm, one leg, the lower body). Missing
+rates, and structured patterns that hide a body part as a whole: the named parts of prpose.keypoints.BODY_PARTS,
+the vocabulary that training's structured occlusion (prpose.augment) uses too (default: the left forearm, the
+right lower leg, both lower legs: elbow-wrist, knee-ankle, knees and ankles). Missing
 keypoints are passed to each method as invisible (score 0): the 2D baseline normalises with the visible keypoints
 and zeroes the rest; an embedder applies its own missing-keypoint handling (prpose.inference).
 
@@ -21,26 +23,18 @@ from prpose import keypoints as kp
 from prpose.errors import PrposeError
 
 _J = kp.INPUT13.joints
-
-# Structured patterns: input13 joint names hidden together.
-PATTERNS: dict[str, tuple[str, ...]] = {
-    "left arm": ("left_elbow", "left_wrist"),
-    "right arm": ("right_elbow", "right_wrist"),
-    "left leg": ("left_knee", "left_ankle"),
-    "right leg": ("right_knee", "right_ankle"),
-    "lower body": ("left_knee", "right_knee", "left_ankle", "right_ankle"),
-    "upper limbs": ("left_elbow", "right_elbow", "left_wrist", "right_wrist"),
-}
+DEFAULT_PATTERNS = ("left_forearm", "right_lower_leg", "lower_legs")
 _TORSO = [_J.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
 
 
 def pattern_mask(pattern: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Visibility (..., 13) with the named pattern's joints hidden (shape: the leading dims)."""
-    if pattern not in PATTERNS:
-        raise PrposeError(f"occlusion pattern {pattern!r} unknown; known: {', '.join(PATTERNS)}")
-    vis = np.ones(tuple(shape) + (13,), bool)
-    vis[..., [_J.index(n) for n in PATTERNS[pattern]]] = False
-    return vis
+    """Visibility (..., 13) with the named body part's joints hidden (a prpose.keypoints.BODY_PARTS name; no
+    part hides more than two of the four torso joints); shape: the leading dims."""
+    try:
+        hidden = kp.body_part_mask(pattern, "input13")
+    except PrposeError as e:
+        raise PrposeError(f"occlusion pattern: {e}") from None
+    return np.broadcast_to(~hidden, tuple(shape) + (13,)).copy()
 
 
 def random_mask(rate: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +64,7 @@ def occluded_queries(views, setting: str | float, seed: int = 0) -> np.ndarray:
 
 
 def occlusion_sweep(method, views, rates: Sequence[float] = (0.0, 0.1, 0.2, 0.3),
-                    patterns: Sequence[str] = ("left arm", "right leg", "lower body"), ks=(1, 10), kappa=0.1,
+                    patterns: Sequence[str] = DEFAULT_PATTERNS, ks=(1, 10), kappa=0.1,
                     seed: int = 0, index_features=None) -> dict:
     """Hit@k of one method for each occlusion setting (same masks for every method given the same seed).
 

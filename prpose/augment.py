@@ -23,10 +23,12 @@ then each keypoint is hidden with ``dropout_p_drop``) and structured occlusion o
 authors never released theirs): with ``structured_probability`` an example gets one pattern, uniformly
 among ``structured_patterns``:
 
-  * ``"arm"``: one arm chain, shoulder-elbow-wrist or elbow-wrist, either side;
-  * ``"leg"``: one leg chain, hip-knee-ankle or knee-ankle, either side;
-  * ``"side"``: a whole side (shoulder, elbow, wrist, hip, knee, ankle);
-  * ``"lower_body"``: both hips, knees and ankles;
+  * ``"arm"``: one arm chain, shoulder-elbow-wrist or elbow-wrist, either side (body parts ``left_arm``,
+    ``left_forearm``, ``right_arm``, ``right_forearm`` of ``prpose.keypoints.BODY_PARTS``, the occlusion
+    vocabulary shared with the evaluation);
+  * ``"leg"``: one leg chain, hip-knee-ankle or knee-ankle, either side (``left_leg``, ``left_lower_leg``, ...);
+  * ``"side"``: a whole side (shoulder, elbow, wrist, hip, knee, ankle: ``left_side``, ``right_side``);
+  * ``"lower_body"``: both hips, knees and ankles (``lower_body``);
   * ``"box"``: an axis-aligned rectangle in the image hiding every keypoint inside it (centre uniform in
     the pose's 2D bounding box, each side ``box_size_range`` times the bounding box's extent on that axis).
 
@@ -69,24 +71,15 @@ STRUCTURED_PATTERN_NAMES = ("arm", "leg", "side", "lower_body", "box")
 PROFILE_DROPOUT_JOINTS = ("nose", "head")
 
 
-def _chain(side: str, *parts: str) -> tuple[str, ...]:
-    return tuple(f"{side}_{p}" for p in parts)
-
-
-# Every variant of every structured pattern, as the joints (by name) it hides. A pattern's variants are
-# equally likely. "box" has no fixed joints: it is computed from the keypoints' positions.
-STRUCTURED_VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "arm": tuple(
-        _chain(side, *parts)
-        for side in ("left", "right")
-        for parts in (("shoulder", "elbow", "wrist"), ("elbow", "wrist"))
-    ),
-    "leg": tuple(
-        _chain(side, *parts) for side in ("left", "right") for parts in (("hip", "knee", "ankle"), ("knee", "ankle"))
-    ),
-    "side": tuple(_chain(side, "shoulder", "elbow", "wrist", "hip", "knee", "ankle") for side in ("left", "right")),
-    "lower_body": (("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),),
-    "box": ((),),
+# Every variant of every structured pattern, as the body part (prpose.keypoints.BODY_PARTS, joints by name) it
+# hides. A pattern's variants are equally likely. "box" has no fixed joints: it is computed from the keypoints'
+# positions.
+STRUCTURED_VARIANTS: dict[str, tuple[str | None, ...]] = {
+    "arm": ("left_arm", "left_forearm", "right_arm", "right_forearm"),
+    "leg": ("left_leg", "left_lower_leg", "right_leg", "right_lower_leg"),
+    "side": ("left_side", "right_side"),
+    "lower_body": ("lower_body",),
+    "box": (None,),
 }
 
 
@@ -422,10 +415,8 @@ def _variant_table(patterns: tuple[str, ...], profile: str = "input13"):
     for name in patterns:
         starts.append(len(rows))
         counts.append(len(STRUCTURED_VARIANTS[name]))
-        for joints in STRUCTURED_VARIANTS[name]:
-            row = np.zeros(prof.num_joints, bool)
-            row[[prof.index(j) for j in joints if j in prof.joints]] = True
-            rows.append(row)
+        for part in STRUCTURED_VARIANTS[name]:
+            rows.append(np.zeros(prof.num_joints, bool) if part is None else kp.body_part_mask(part, prof))
     return np.stack(rows), np.array(starts, np.int32), np.array(counts, np.int32)
 
 

@@ -261,6 +261,41 @@ PROFILES: dict[str, KeypointProfile] = {
 }
 
 
+def _side(side: str, *parts: str) -> tuple[str, ...]:
+    return tuple(f"{side}_{p}" for p in parts)
+
+
+# Named body parts by joint name (profile-independent): the one occlusion vocabulary. Training's structured
+# occlusion patterns (prpose.augment: "arm" = one of left_arm, left_forearm, right_arm, right_forearm, ...) and the
+# evaluation's occluded queries (prpose.eval.occlusion, `prpose eval --patterns`) hide these joint sets.
+BODY_PARTS: dict[str, tuple[str, ...]] = {
+    "left_arm": _side("left", "shoulder", "elbow", "wrist"),
+    "left_forearm": _side("left", "elbow", "wrist"),
+    "right_arm": _side("right", "shoulder", "elbow", "wrist"),
+    "right_forearm": _side("right", "elbow", "wrist"),
+    "left_leg": _side("left", "hip", "knee", "ankle"),
+    "left_lower_leg": _side("left", "knee", "ankle"),
+    "right_leg": _side("right", "hip", "knee", "ankle"),
+    "right_lower_leg": _side("right", "knee", "ankle"),
+    "left_side": _side("left", "shoulder", "elbow", "wrist", "hip", "knee", "ankle"),
+    "right_side": _side("right", "shoulder", "elbow", "wrist", "hip", "knee", "ankle"),
+    "lower_body": ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"),
+    "lower_legs": ("left_knee", "right_knee", "left_ankle", "right_ankle"),
+    "forearms": ("left_elbow", "right_elbow", "left_wrist", "right_wrist"),
+}
+
+
+def body_part_mask(part: str, profile: str | KeypointProfile) -> np.ndarray:
+    """(J,) bool over ``profile``'s joints: True at the joints of :data:`BODY_PARTS` ``[part]`` that the profile
+    has (a part joint it lacks is skipped: nothing there to hide)."""
+    if part not in BODY_PARTS:
+        raise PrposeError(f"body part {part!r} unknown; known: {', '.join(BODY_PARTS)}")
+    prof = get_profile(profile)
+    mask = np.zeros(prof.num_joints, bool)
+    mask[[prof.index(j) for j in BODY_PARTS[part] if j in prof.joints]] = True
+    return mask
+
+
 def register_profile(profile: KeypointProfile, *, replace: bool = False) -> KeypointProfile:
     """Add a profile to :data:`PROFILES` at run time (a detector of your own); returns it.
 

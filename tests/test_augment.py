@@ -451,3 +451,18 @@ def test_profile_dropout_hides_the_nose_or_the_head_top():
     same = A.occlude_keypoints(FRONT_KEYPOINTS, jax.random.key(3), A.AugmentConfig(dropout_p_apply=0.5,
                                                                                    profile_dropout=0.0))
     np.testing.assert_array_equal(np.asarray(plain.visible), np.asarray(same.visible))
+
+
+def test_structured_patterns_are_the_shared_body_parts_in_order():
+    """Training's patterns hide prpose.keypoints.BODY_PARTS (the evaluation's vocabulary), variant by variant in the
+    order that the sampled variant index selects (the table's rows did not change with the shared vocabulary)."""
+    from prpose import keypoints as kp
+
+    table, starts, counts = A._variant_table(("arm", "leg", "side", "lower_body", "box"), "input13")
+    names = [set(np.flatnonzero(row)) for row in table]
+    expected = [v for variants in EXPECTED_VARIANTS.values() for v in variants] + [set()]
+    assert names == expected
+    assert starts.tolist() == [0, 4, 8, 10, 11] and counts.tolist() == [4, 4, 2, 1, 1]
+    for pattern, parts in A.STRUCTURED_VARIANTS.items():
+        for part in parts:
+            assert part is None or part in kp.BODY_PARTS, (pattern, part)

@@ -24,7 +24,7 @@ def test_eval_cli_writes_json_with_settings_and_a_report(data, tmp_path, capsys)
     out, rep = tmp_path / "out.json", tmp_path / "report"
     code = cli.main(["eval", "--data", str(data), "--every", "2", "--ks", "1", "5", "--baselines", "oracle", "random",
                      "2d", "expected-random", "--occlusion",
-                     "--rates", "0", "0.3", "--patterns", "lower body", "--alignment", "--clip", "6", "--offset",
+                     "--rates", "0", "0.3", "--patterns", "lower_legs", "--alignment", "--clip", "6", "--offset",
                      "2", "--probes", "--unseen-views", "--azimuths", "2", "--elevations", "0", "45", "--json",
                      str(out), "--report", str(rep)])
     assert code == 0
@@ -40,7 +40,7 @@ def test_eval_cli_writes_json_with_settings_and_a_report(data, tmp_path, capsys)
     for r in rows.values():  # the mean is the mean of the per-pair table
         assert np.mean([p["hit@5"] for p in r["pairs"]]) == pytest.approx(r["mean"]["hit@5"])
     assert 0 < res["expected_random"]["mean"]["hit@1"] < 1
-    assert [x["setting"] for x in res["occlusion"][0]["settings"]] == ["random 0%", "random 30%", "lower body"]
+    assert [x["setting"] for x in res["occlusion"][0]["settings"]] == ["random 0%", "random 30%", "lower_legs"]
     assert res["alignment"]["offset"][0]["mean_error_frames"] == 0.0  # the oracle
     assert res["alignment"]["cross_take"][0]["pairs"] == 1  # the two test "walk" takes
     assert "normalised 2D keypoints" in res["probes"]

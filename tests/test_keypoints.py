@@ -153,3 +153,19 @@ def test_register_profile_is_the_only_step_for_a_new_detector(monkeypatch):
         keypoints.register_profile(keypoints.KeypointProfile("toy5", ("nose",)))
     with pytest.raises(ValueError, match="expected a KeypointProfile"):
         keypoints.register_profile("toy5")
+
+
+def test_body_parts_are_masks_by_joint_name_in_any_profile():
+    mask = keypoints.body_part_mask("left_arm", "h36m17")
+    assert mask.shape == (17,)
+    assert {keypoints.H36M17.joints[j] for j in np.flatnonzero(mask)} == {"left_shoulder", "left_elbow", "left_wrist"}
+    # Every part names real joints of input13 (the model's and the protocol's profile) and hides them there.
+    for part, joints in keypoints.BODY_PARTS.items():
+        got = keypoints.body_part_mask(part, "input13")
+        assert {keypoints.INPUT13.joints[j] for j in np.flatnonzero(got)} == set(joints), part
+    # A part joint the profile lacks is skipped.
+    toy = keypoints.KeypointProfile("toy_arm", ("left_hip", "right_hip", "left_shoulder", "right_shoulder",
+                                                 "left_wrist"))
+    assert keypoints.body_part_mask("left_arm", toy).tolist() == [False, False, True, False, True]
+    with pytest.raises(ValueError, match="body part 'tail' unknown"):
+        keypoints.body_part_mask("tail", "input13")
