@@ -23,7 +23,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("ranking", ["match", "l2"])
 def test_pr_vipe_rows_equal_a_float64_reference_and_validation(data, embedder, ranking):
     from prpose.dataset import load_dataset
-    from prpose.matching import pairwise_match_distance_np
+    from prpose.index.kernels import pairwise_match_distance_np
 
     ds = load_dataset(data)
     views = views_from_dataset(ds, "test", profile="h36m17")

@@ -98,7 +98,7 @@ def test_embedders_get_detections_with_the_nose_missing(data, embedder):
 
 
 def test_two_stage_match_ranking_agrees_with_a_float64_reference_and_exact(data, embedder):
-    from prpose.matching import pairwise_match_distance_np
+    from prpose.index.kernels import pairwise_match_distance_np
 
     views = views_from_dataset(data, "test")
     n = views.num_frames
