@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prpose import keypoints as kp
 from prpose.errors import PrposeError
 from prpose.normalize import jit_normalize_3d
 from prpose.views import prepare_views
