@@ -13,7 +13,7 @@ Each row changes one thing between the two sources (queries and index alike, the
   (the torso frame solved from the detection itself): whether a fixed correction of joint definitions helps.
 - ``detected, swaps undone (oracle)``: left/right exchanges found against the truth
   (prpose.detector_noise.detect_swaps) undone.
-- ``detected, head top as nose``: the head top fed in the nose's input (eval.baselines.input13_views).
+- ``detected, head top as nose``: the head top fed in the nose's input (prpose.views.input13_views).
 - ``gt + fitted noise``: simulated detections (prpose.detector_noise.corrupt_np, seed 0), to compare the error
   model's effect with the real one.
 
@@ -121,14 +121,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the numbers here")
     args = p.parse_args(argv)
 
+    from prpose import protocol
     from prpose.dataset import load_dataset
-    from prpose.eval import baselines, protocol
     from prpose.inference import load_model
+    from prpose.views import common_frames, views_from_dataset
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.data)
-    gt, det = protocol.common_frames(*[protocol.views_from_dataset(dataset, "test", args.every, source=s,
-                                                                   profile="h36m17") for s in ("gt", "detected")])
+    gt, det = common_frames(*[views_from_dataset(dataset, "test", args.every, source=s, profile="h36m17")
+                              for s in ("gt", "detected")])
     rows, swapped = variants(gt, det)
     print(f"{gt.num_frames} frames x {gt.num_cameras} cameras (test split, every {args.every}); views with a "
           f"left/right swap: {100 * swapped:.1f} %", flush=True)
@@ -137,8 +138,8 @@ def main(argv=None) -> int:
     for name, (views, head_as_nose) in rows.items():
         if args.rows and not any(r in name for r in args.rows):
             continue
-        method = baselines.EmbeddingMethod(embedder, "match", candidates=args.candidates or None,
-                                           head_as_nose=head_as_nose)
+        method = protocol.EmbeddingMethod(embedder, "match", candidates=args.candidates or None,
+                                          head_as_nose=head_as_nose)
         r = protocol.cross_view_hit_at_k(method, views, KS)
         results.append({"row": name, "mean": r.mean.tolist(), "seconds": round(r.seconds, 1)})
         print(f"{name:34s}" + " / ".join(f"{100 * x:5.1f}" for x in r.mean) + f"  ({r.seconds:.0f} s)", flush=True)
