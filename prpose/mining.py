@@ -51,19 +51,16 @@ def pose_distance_matrix(poses3d, joint_mask=None):
 @jax.jit
 def _pose_distance_core(poses3d, joint_mask):
     # Jitted as a whole: eager callers would otherwise dispatch (and compile) the Procrustes ops one by one.
-    from prpose.procrustes import np_mpjpe, pairwise_np_mpjpe
+    from prpose.procrustes import pairwise_np_mpjpe
 
     if poses3d.ndim == 3:
-        if joint_mask is None:
-            return pairwise_np_mpjpe(poses3d, poses3d)
-        return np_mpjpe(poses3d[:, None], poses3d[None, :], mask=joint_mask[:, None] & joint_mask[None, :])
+        return pairwise_np_mpjpe(poses3d, poses3d, joint_mask, joint_mask)
     # Windows: (B, T, J, 3) -> per-frame (B, B) matrices averaged over T.
-    a = jnp.swapaxes(poses3d, 0, 1)  # (T, B, J, 3)
+    frames = jnp.swapaxes(poses3d, 0, 1)  # (T, B, J, 3)
     if joint_mask is None:
-        per_frame = np_mpjpe(a[:, :, None], a[:, None, :])
+        per_frame = jax.vmap(lambda p: pairwise_np_mpjpe(p, p))(frames)
     else:
-        m = jnp.swapaxes(joint_mask, 0, 1)
-        per_frame = np_mpjpe(a[:, :, None], a[:, None, :], mask=m[:, :, None] & m[:, None, :])
+        per_frame = jax.vmap(lambda p, m: pairwise_np_mpjpe(p, p, m, m))(frames, jnp.swapaxes(joint_mask, 0, 1))
     return per_frame.mean(axis=0)
 
 

@@ -249,14 +249,21 @@ _PAIRS_PER_BLOCK = 65536
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
-def pairwise_np_mpjpe(a, b, *, method: str = "jacobi"):
-    """All-pairs NP-MPJPE: ``out[i, j] = np_mpjpe(a[i], b[j])`` (a[i] aligned onto b[j]).
+def pairwise_np_mpjpe(a, b, mask_a=None, mask_b=None, *, method: str = "jacobi"):
+    """All-pairs NP-MPJPE: ``out[i, j] = np_mpjpe(a[i], b[j], mask_a[i] & mask_b[j])`` (a[i] aligned onto b[j]).
 
-    Jitted. Centroids and norms are computed once per pose rather than per pair; large N x M is processed in
-    blocks of rows (``lax.map``) so memory stays bounded.
+    Jitted. Every per-pair sum the alignment needs is a matmul over the joints: with 0/1 weights
+    w_k = ma_ik mb_jk, the pair's joint count n = ma_i . mb_j, its weighted sums S_x = (ma_i x_i)^T mb_j and
+    S_y = ma_i^T (mb_j y_j), the cross-covariance M = (ma_i x_i)^T (mb_j y_j) - S_x S_y^T / n and
+    |X_c|^2 = (ma_i |x_i|^2) . mb_j - |S_x|^2 / n. Poses are first centred on the centroid of their own
+    usable joints, so the subtracted terms stay small (no float32 cancellation; a float64 NumPy reference
+    checks this in tests/test_procrustes.py). Only the rotation (one 3x3 per pair) and the final per-joint
+    distances are per-pair work. Large N x M is processed in blocks of rows (``lax.map``), memory bounded.
 
     Args:
       a: (N, J, 3).  b: (M, J, 3).
+      mask_a: optional (N, J) bool, mask_b: optional (M, J) bool: the joints usable in each pose (default all);
+        a pair is compared on the joints usable in both, and a pair without one gets 0.
       method: rotation solver, see ``procrustes_align``.
     Returns:
       (N, M).
@@ -266,26 +273,46 @@ def pairwise_np_mpjpe(a, b, *, method: str = "jacobi"):
     if a.ndim != 3 or b.ndim != 3 or a.shape[1] != b.shape[1]:
         raise PrposeError(f"{fn}: expected a (N, J, 3) and b (M, J, 3), got {tuple(a.shape)} and {tuple(b.shape)}")
     dtype = jnp.result_type(a.dtype, b.dtype)
+    wa = _weights(mask_a, a.shape, dtype, fn)  # (N, J)
+    wb = _weights(mask_b, b.shape, dtype, fn)  # (M, J)
     solver = _solver(method)
-    x = (a - a.mean(-2, keepdims=True)).astype(dtype)  # (N, J, 3)
-    y = (b - b.mean(-2, keepdims=True)).astype(dtype)  # (M, J, 3)
-    norm_x = jnp.sum(x * x, axis=(-2, -1))  # (N,)
 
-    def block(xb, nb):
-        """xb (R, J, 3) centred rows, nb (R,) their squared norms -> (R, M)."""
-        m = jnp.einsum("rja,mjb->rmab", xb, y)  # a real matmul: (R*3, J) x (J, M*3)
+    def centred(x, w):
+        """Centre on the centroid of the usable joints and zero the others: (masked x, w |x|^2)."""
+        mu = (x * w[..., None]).sum(-2, keepdims=True) / jnp.maximum(w.sum(-1), 1.0)[:, None, None]
+        x = (x - mu).astype(dtype) * w[..., None]
+        return x, jnp.sum(x * x, -1)
+
+    x, x2 = centred(a, wa)  # (N, J, 3), (N, J)
+    y, _ = centred(b, wb)  # (M, J, 3)
+
+    def block(xb, x2b, wab):
+        """xb (R, J, 3) masked centred rows, x2b (R, J) their squared norms, wab (R, J) masks -> (R, M)."""
+        count = wab @ wb.T  # (R, M) joints usable in both
+        inv = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1.0), 0.0)
+        sx = jnp.einsum("rja,mj->rma", xb, wb)  # (R, M, 3) sum over the common joints of x
+        sy = jnp.einsum("rj,mja->rma", wab, y)  # (R, M, 3) ... of y
+        m = jnp.einsum("rja,mjb->rmab", xb, y) - sx[..., :, None] * sy[..., None, :] * inv[..., None, None]
+        norm_x = x2b @ wb.T - jnp.sum(sx * sx, -1) * inv  # (R, M) |X_c|^2 of the pair's common joints
         rot, trace = solver(m)
-        ok = nb[:, None] > _EPS
-        scale = jnp.where(ok, trace / jnp.where(ok, nb[:, None], 1.0), 0.0)
-        aligned = _transform(xb[:, None], rot * scale[..., None, None], jnp.zeros((3,), dtype))
-        return _mean_distance(aligned, y[None], jnp.ones(y.shape[:2], dtype)[None])
+        ok = norm_x > _EPS
+        scale = jnp.where(ok, trace / jnp.where(ok, norm_x, 1.0), 0.0)
+        rs = rot * scale[..., None, None]  # (R, M, 3, 3) acting on row vectors
+        mu_x, mu_y = sx * inv[..., None], sy * inv[..., None]
+        # aligned_k = s (x_k - mu_x) R + mu_y, compared on the pair's common joints only.
+        offset = mu_y - sum(mu_x[..., a, None] * rs[..., a, :] for a in range(3))
+        aligned = _transform(xb[:, None], rs, offset)
+        w = wab[:, None] * wb[None]  # (R, M, J)
+        return _mean_distance(aligned, y[None], w)
 
     n, m_ = a.shape[0], b.shape[0]
     rows = max(1, _PAIRS_PER_BLOCK // max(m_, 1))
     if n <= rows:
-        return block(x, norm_x)
+        return block(x, x2, wa)
     pad = (-n) % rows
-    xp = jnp.pad(x, ((0, pad), (0, 0), (0, 0)))
-    npad = jnp.pad(norm_x, (0, pad))
-    out = jax.lax.map(lambda args: block(*args), (xp.reshape(-1, rows, *x.shape[1:]), npad.reshape(-1, rows)))
+
+    def split(v):
+        return jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1)).reshape(-1, rows, *v.shape[1:])
+
+    out = jax.lax.map(lambda args: block(*args), (split(x), split(x2), split(wa)))
     return out.reshape(-1, m_)[:n]

@@ -16,7 +16,7 @@ def ref_align(src, tgt, mask=None):
     u, sig, vt = np.linalg.svd(y.T @ x)
     d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
     r = u @ d @ vt
-    s = np.trace(np.diag(sig) @ d) / np.sum(x**2)
+    s = np.trace(np.diag(sig) @ d) / np.sum(x**2) if np.sum(x**2) > 0 else 0.0  # one joint: translation only
     return s * (src - mu_s) @ r.T + mu_t
 
 
@@ -164,6 +164,61 @@ def test_pairwise_blocks_equal_one_shot(monkeypatch):
     blocked = np.asarray(procrustes.pairwise_np_mpjpe.__wrapped__(a, b))  # un-jitted: reads the patch
     assert blocked.shape == (11, 6)
     np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-7)
+
+
+def realistic_poses(n, rng):
+    """Normalised h36m17 poses of the shared mocap when present (the training distribution), else synthetic."""
+    import os
+
+    from prpose.normalize import normalize_3d
+
+    path = "/work/data/mocap/poses3d.npy"
+    if os.path.exists(path):
+        all_poses = np.load(path, mmap_mode="r")
+        raw = np.asarray(all_poses[np.sort(rng.choice(len(all_poses), n, replace=False))], np.float64)
+    else:
+        from prpose.synthetic import generate_motions
+
+        raw = np.concatenate(generate_motions(4, 50, seed=int(rng.integers(1 << 30))))[:n]
+    return np.asarray(normalize_3d(raw.astype(np.float32))[0], np.float64)
+
+
+def test_masked_pairwise_matches_float64_reference_on_realistic_poses():
+    rng = np.random.default_rng(10)
+    a = realistic_poses(24, rng)
+    b = np.concatenate([a[:6] @ random_rotation(rng).T * 1.3 + 0.2, realistic_poses(10, rng)])  # matches too
+    mask_a = rng.random(a.shape[:2]) > 0.25
+    mask_b = rng.random(b.shape[:2]) > 0.25
+    mask_a[0] = False  # a pose with no usable joint: 0 against everything
+    mask_a[1, 3:] = False  # 3 joints, 2 common with some rows: only a translation / a line is fitted
+    got = np.asarray(pairwise_np_mpjpe(a.astype(np.float32), b.astype(np.float32), mask_a, mask_b))
+    ref = np.array([[ref_np_mpjpe(x, y, ma & mb) if (ma & mb).any() else 0.0 for y, mb in zip(b, mask_b)]
+                    for x, ma in zip(a, mask_a)])
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-5)
+    assert np.all(got[0] == 0.0)
+    # One mask only, and the same numbers as the broadcast per-pair np_mpjpe.
+    got_a = np.asarray(pairwise_np_mpjpe(a.astype(np.float32), b.astype(np.float32), mask_a))
+    per_pair = np.asarray(np_mpjpe(a[:, None].astype(np.float32), b[None].astype(np.float32),
+                                   np.broadcast_to(mask_a[:, None], (len(a), len(b), 17))))
+    np.testing.assert_allclose(got_a, per_pair, rtol=1e-4, atol=2e-5)
+
+
+def test_masked_pairwise_blocks_equal_one_shot(monkeypatch):
+    from prpose import procrustes
+
+    rng = np.random.default_rng(11)
+    a, b = poses(rng, 9).astype(np.float32), poses(rng, 5).astype(np.float32)
+    ma, mb = rng.random((9, 17)) > 0.3, rng.random((5, 17)) > 0.3
+    whole = np.asarray(pairwise_np_mpjpe(a, b, ma, mb))
+    monkeypatch.setattr(procrustes, "_PAIRS_PER_BLOCK", 5 * 4)
+    blocked = np.asarray(procrustes.pairwise_np_mpjpe.__wrapped__(a, b, ma, mb))
+    np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_pairwise_mask_shape_is_checked():
+    a = np.zeros((3, 17, 3), np.float32)
+    with pytest.raises(PrposeError, match="'mask'"):
+        pairwise_np_mpjpe(a, a, np.ones((3, 16), bool))
 
 
 def test_unknown_method():
