@@ -202,7 +202,8 @@ def test_save_load_round_trip_gives_identical_results(tmp_path, factory):
         np.testing.assert_array_equal(after.metadata[name], before.metadata[name])
     assert loaded.ef_search == 40 and loaded.match_params == idx.match_params and loaded.ntotal == 300
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert manifest["format"] == "prpose-index" and manifest["version"] == 2
+    assert manifest["format"] == "prpose-index" and manifest["version"] == 3
+    assert manifest["candidate_vectors"] == "moments"
     assert manifest["faiss_factory"] == ("Flat" if factory == "Flat" else factory)
     assert set(manifest["files"]) >= {"means.npy", "samples.npy", "faiss.index", "meta_frame.npy"}
 
@@ -237,9 +238,9 @@ def test_load_refuses_newer_format_version(tmp_path):
     idx, *_ = build(n=20)
     path = idx.save(tmp_path / "ix")
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["version"] = 3
+    manifest["version"] = 4
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(PrposeError, match="version 3"):
+    with pytest.raises(PrposeError, match="version 4"):
         PoseIndex.load(path)
 
 
@@ -611,3 +612,111 @@ def test_truncated_and_byte_flipped_files_give_one_line_errors(tmp_path):
             assert _load_error(path) is not None, (name, "flip", at)
         (path / name).write_bytes(data)
     assert PoseIndex.load(path).ntotal == 20
+
+
+# -- candidate vectors, streaming re-rank (issue 12) --------------------------------------------------------------
+
+
+def test_moment_vectors_give_the_mean_squared_sample_pair_distance():
+    from prpose.index.candidates import entry_vectors, query_vectors
+
+    _, samples, _ = make_data(30, seed=4)
+    qm, qs = queries(3, seed=5)
+    ev = entry_vectors(None, samples, "moments").astype(np.float64)
+    qv = query_vectors(qm, qs, "moments").astype(np.float64)
+    got = ((ev[None] - qv[:, None]) ** 2).sum(-1)  # (Q, N): what FAISS ranks by
+    pair_sq = ((qs[:, None, :, None].astype(np.float64) - samples[None, :, None]) ** 2).sum(-1).mean(axis=(2, 3))
+    own = ((qs - qs.mean(axis=1, keepdims=True)).astype(np.float64) ** 2).sum(-1).mean(-1)
+    np.testing.assert_allclose(got, pair_sq - own[:, None], rtol=1e-4)
+    np.testing.assert_array_equal(query_vectors(qm, qs, "means"), qm)
+
+
+def _spread_data(n, seed):
+    """Entries whose spreads differ a lot (0.05 to 1.0): the case where the means alone mislead stage 1."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=1.0, size=(n, D)).astype(np.float32)
+    std = rng.uniform(0.05, 1.0, size=(n, 1, 1)).astype(np.float32)
+    return means, (means[:, None] + std * rng.normal(size=(n, K, D))).astype(np.float32)
+
+
+def test_moment_candidates_find_the_exact_top_k_with_fewer_candidates():
+    means, samples = _spread_data(3000, seed=6)
+    qm, qs = _spread_data(40, seed=7)
+    recalls = {}
+    for kind in ("means", "moments"):
+        idx = PoseIndex(D, K, (0.52, -0.5, 0.1), "m", factory="Flat", candidate_vectors=kind)
+        idx.add(means, samples)
+        exact = idx.search_exact(qm, qs, k=10, fingerprint="m").ids
+        found = idx.search(qm, qs, k=10, candidates=30, fingerprint="m")
+        recalls[kind] = np.mean([len(np.intersect1d(f, e)) / 10 for f, e in zip(found.ids, exact)])
+        top1 = np.mean(found.ids[:, 0] == exact[:, 0])
+        if kind == "moments":
+            assert recalls[kind] >= 0.98 and top1 >= 0.975, (recalls, top1)
+            # The distances reported are the exact ones.
+            ref = idx.search_exact(qm, qs, k=10, fingerprint="m")
+            same = found.ids == ref.ids
+            np.testing.assert_allclose(found.distances[same], ref.distances[same], rtol=1e-5)
+    assert recalls["moments"] > recalls["means"] + 0.05, recalls
+
+
+def test_version_2_index_loads_and_searches_over_its_means(tmp_path):
+    idx, *_ = build(n=300, factory="HNSW32", candidate_vectors="means")
+    qm, qs = queries(6)
+    before = idx.search(qm, qs, k=8, fingerprint="model-abc")
+    path = idx.save(tmp_path / "ix")
+    manifest = _manifest(path)
+    manifest["version"] = 2  # what prpose wrote before candidate vectors existed: no field, FAISS over the means
+    del manifest["candidate_vectors"]
+    _reseal(path, manifest)
+    loaded = PoseIndex.load(path)
+    assert loaded.candidate_vectors == "means" and loaded._faiss.d == D
+    after = loaded.search(qm, qs, k=8, fingerprint="model-abc")
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_array_equal(after.distances, before.distances)
+    manifest["version"] = 3
+    manifest["candidate_vectors"] = "medians"
+    _reseal(path, manifest)
+    with pytest.raises(PrposeError, match="candidate_vectors 'medians', expected one of"):
+        PoseIndex.load(path)
+
+
+def test_rerank_streams_in_blocks_bounded_by_the_pair_budget(monkeypatch):
+    idx, *_ = build(n=600)
+    qm, qs = queries(5)
+    whole = idx.search(qm, qs, k=40, candidates=600, fingerprint="model-abc")
+    shapes, widths = [], []
+    kernel, best = core.rerank_distances, core._best
+    monkeypatch.setattr(core, "_PAIR_BUDGET", 64)
+    monkeypatch.setattr(core, "rerank_distances", lambda q, x, *a: shapes.append(x.shape[:2]) or kernel(q, x, *a))
+    monkeypatch.setattr(core, "_best", lambda d, i, k: widths.append(d.shape[1]) or best(d, i, k))
+    streamed = idx.search(qm, qs, k=40, candidates=600, fingerprint="model-abc")
+    np.testing.assert_array_equal(streamed.ids, whole.ids)
+    np.testing.assert_array_equal(streamed.distances, whole.distances)
+    # Every kernel call scores at most 64 (query, candidate) pairs and every merge holds at most k + 64 of them,
+    # although each query has 600 candidates: the working memory does not grow with the candidates (or k).
+    assert sum(q * c for q, c in shapes) == 5 * 600 and max(q * c for q, c in shapes) <= 64
+    assert max(widths[:-1]) <= 40 + 64
+
+
+def test_search_memory_does_not_grow_with_k_beyond_the_result(monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n, kk, d = 60_000, 20, 16
+    idx = PoseIndex(d, kk, PARAMS, "m", factory="Flat")
+    means = rng.normal(size=(n, d)).astype(np.float32)
+    idx.add(means, (means[:, None] + 0.1 * rng.normal(size=(n, kk, d))).astype(np.float32))
+    qm, qs = means[:1], idx.samples()[:1]
+    idx.search(qm, qs, k=1, fingerprint="m")  # build the FAISS stage outside the measurement
+    # Small budgets, so that what does not follow them shows: k = 500 and 5,000 re-rank 4,000 and 40,000
+    # candidates. Streamed, only their ids and distances grow (~0.5 MB); gathering all their vectors at once (the
+    # code before issue 12) grew by 4.5 MB here.
+    monkeypatch.setattr(core, "_PAIR_BUDGET", 512)
+    monkeypatch.setattr(candidates, "_RECOMPUTE_BUDGET", 4096)
+    peaks = {}
+    for k in (500, 5000):
+        tracemalloc.start()
+        idx.search(qm, qs, k=k, fingerprint="m")
+        peaks[k] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[5000] - peaks[500] < 1.5e6, peaks

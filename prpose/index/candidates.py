@@ -21,6 +21,45 @@ DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 16
 #: IVF training uses at most this many means per inverted list (k-means gains nothing beyond ~100).
 IVF_TRAIN_POINTS_PER_LIST = 64
+#: (query, candidate) pairs whose vectors are gathered at once when recomputing candidate distances.
+_RECOMPUTE_BUDGET = 1 << 16
+
+
+#: What the FAISS stage indexes (the candidate proxy). "moments": an entry's sample mean c and sqrt(v), v the mean
+#: squared distance of its samples from c, as a (D + 1)-vector; a query's (c, 0). Their squared L2 distance is the
+#: mean over all K x K sample pairs of the squared pair distance r^2, minus the query's own v (the same for every
+#: entry), exactly: the second moment of the distances the match distance averages a sigmoid over. "means": the
+#: embedding means (indexes written before format version 3), blind to an entry's spread.
+VECTOR_KINDS = ("moments", "means")
+_VECTOR_CHUNK = 65_536  # entries per block when computing vectors (bounded temporaries)
+
+
+def vector_dim(embedding_dim: int, kind: str) -> int:
+    """Dimension of the candidate vectors of `kind` for embeddings of size D."""
+    return embedding_dim + 1 if kind == "moments" else embedding_dim
+
+
+def entry_vectors(means, samples, kind: str) -> np.ndarray:
+    """Candidate vectors (N, vector_dim) float32 of entries: means (N, D), samples (N, K, D)."""
+    if kind == "means":
+        return np.ascontiguousarray(means, np.float32)
+    n, _, d = samples.shape
+    out = np.empty((n, d + 1), np.float32)
+    for lo in range(0, n, _VECTOR_CHUNK):
+        x = np.asarray(samples[lo : lo + _VECTOR_CHUNK], np.float32)
+        centre = x.mean(axis=1)
+        dev = x - centre[:, None]
+        out[lo : lo + len(x), :d] = centre
+        out[lo : lo + len(x), d] = np.sqrt(np.einsum("nkd,nkd->n", dev, dev) / x.shape[1])
+    return out
+
+
+def query_vectors(query_means, query_samples, kind: str) -> np.ndarray:
+    """Candidate vectors (Q, vector_dim) float32 of queries: (c, 0) for "moments", the means for "means"."""
+    if kind == "means":
+        return np.ascontiguousarray(query_means, np.float32)
+    qs = np.asarray(query_samples, np.float32)
+    return np.concatenate([qs.mean(axis=1), np.zeros((len(qs), 1), np.float32)], axis=1)
 
 
 def resolve_factory(factory: str, count: int) -> str:
@@ -81,17 +120,21 @@ def set_search_params(index, factory: str, num_candidates: int, ef_search: int |
         space.set_index_parameter(index, "nprobe", int(nprobe if nprobe is not None else DEFAULT_NPROBE))
 
 
-def nearest_candidates(index, means: np.ndarray, query_means: np.ndarray, num: int, wide: int) -> np.ndarray:
-    """The `num` candidates (Q, num) int64 ids (-1 pad) nearest by mean for query_means (Q, D).
+def nearest_candidates(index, vectors: np.ndarray, query_vectors: np.ndarray, num: int, wide: int) -> np.ndarray:
+    """The `num` candidates (Q, num) int64 ids (-1 pad) nearest to query_vectors (Q, V) among vectors (N, V).
 
-    FAISS is asked for `wide` >= num, then the `num` nearest by means recomputed here per query are kept (ties by
+    FAISS is asked for `wide` >= num, then the `num` nearest by distances recomputed here per query are kept (ties by
     id): FAISS batches switch to BLAS distances (different rounding), so its boundary could depend on the batch.
+    The recomputation runs in column blocks, so its temporaries stay bounded for any `wide`.
     """
-    _, cand = index.search(query_means, wide)
+    _, cand = index.search(query_vectors, wide)
     valid = cand >= 0
-    safe = np.where(valid, cand, 0)
-    diff = means[safe] - query_means[:, None, :]
-    mean_dist = np.einsum("qcd,qcd->qc", diff, diff)
-    mean_dist[~valid] = np.inf
-    order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), mean_dist), axis=-1)[:, :num]
+    dist = np.empty(cand.shape, np.float32)
+    cols = max(1, _RECOMPUTE_BUDGET // max(len(cand), 1))
+    for lo in range(0, wide, cols):
+        block = cand[:, lo : lo + cols]
+        diff = vectors[np.where(block >= 0, block, 0)] - query_vectors[:, None, :]
+        dist[:, lo : lo + cols] = np.einsum("qcv,qcv->qc", diff, diff)
+    dist[~valid] = np.inf
+    order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), dist), axis=-1)[:, :num]
     return np.take_along_axis(np.where(valid, cand, -1), order, axis=1)

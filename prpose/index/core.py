@@ -27,6 +27,9 @@ from prpose.index.kernels import rerank_distances, sample_norms, validate_match_
 #: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
 REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
 
+#: Default candidates re-ranked per query: max(DEFAULT_CANDIDATES_PER_HIT * k, MIN_CANDIDATES).
+DEFAULT_CANDIDATES_PER_HIT = 8
+MIN_CANDIDATES = 64
 #: (query, candidate) pairs per block of the exact re-rank: bounds its working memory to about
 #: _PAIR_BUDGET x K x (K + 2 D) floats (~40 MB at K = 20, D = 16) whatever the number of queries and k.
 _PAIR_BUDGET = 8192
@@ -85,9 +88,12 @@ class PoseIndex:
       match_params: (a, b, smoothing) of the model that produced the embeddings (`PoseEmbedder.match_params`).
       fingerprint: the model's fingerprint (`PoseEmbedder.fingerprint`); `load` can refuse another model's index.
       profile: keypoint profile of the model input, recorded for the user ("input13").
-      factory: FAISS factory string for the candidate stage over means ("Flat", "HNSW32", "IVF1024,Flat", ...)
+      factory: FAISS factory string for the candidate stage ("Flat", "HNSW32", "IVF1024,Flat", ...)
         or "auto": exact "Flat" under candidates.AUTO_HNSW_THRESHOLD entries, "HNSW32" (efConstruction 100) above.
-        Indexes that need training (IVF) are trained on the stored means when first built.
+        Indexes that need training (IVF) are trained on the candidate vectors when first built.
+      candidate_vectors: what the candidate stage indexes (`candidates.VECTOR_KINDS`): "moments" (default: each
+        entry's sample mean and spread, whose L2 distance is the mean squared sample-pair distance) or "means"
+        (the embedding means; indexes saved before format version 3 load with it).
       sample_dtype: "float32" (default) or "float16" storage of the samples; computation is float32 either way.
         float16 halves memory (640 B/entry at K=20, D=16) at the cost of ~1e-3 sample rounding.
 
@@ -105,6 +111,7 @@ class PoseIndex:
         profile: str = "input13",
         factory: str = "auto",
         sample_dtype: str = "float32",
+        candidate_vectors: str = "moments",
     ):
         where = "PoseIndex"
         if not isinstance(embedding_dim, (int, np.integer)) or embedding_dim < 1:
@@ -124,10 +131,14 @@ class PoseIndex:
         self.profile = str(profile)
         self.factory = factory
         self.sample_dtype = sample_dtype
+        if candidate_vectors not in cand_stage.VECTOR_KINDS:
+            raise PrposeError(f"{where}: candidate_vectors={candidate_vectors!r}, expected one of "
+                              f"{cand_stage.VECTOR_KINDS}")
+        self.candidate_vectors = candidate_vectors
         self.ef_search: int | None = None
         self.nprobe: int | None = None
         if factory != "auto":
-            cand_stage.make_faiss(self.embedding_dim, factory)  # fail now, not at the first search, on a bad factory string
+            cand_stage.make_faiss(self._vector_dim, factory)  # fail now, not at the first search, on a bad factory
         self._means: list[np.ndarray] = []
         self._samples: list[np.ndarray] = []
         self._metadata: dict[str, list[np.ndarray]] | None = None
@@ -135,6 +146,7 @@ class PoseIndex:
         self._faiss = None
         self._faiss_factory: str | None = None
         self._sample_norms: np.ndarray | None = None
+        self._vectors: np.ndarray | None = None  # candidate vectors of every entry, built with the FAISS stage
 
     # -- basic properties ---------------------------------------------------------------------------------
 
@@ -161,6 +173,10 @@ class PoseIndex:
             f"factory={self.factory!r} -> {self.faiss_factory!r}, sample_dtype={self.sample_dtype!r}, "
             f"fingerprint={self.fingerprint!r})"
         )
+
+    @property
+    def _vector_dim(self) -> int:
+        return cand_stage.vector_dim(self.embedding_dim, self.candidate_vectors)
 
     def means(self) -> np.ndarray:
         """All stored means (N, D) float32."""
@@ -300,13 +316,17 @@ class PoseIndex:
     # -- the FAISS candidate stage ------------------------------------------------------------------------
 
     def _ensure_faiss(self):
-        """Build (or extend) the FAISS index over the means so that it holds every entry."""
+        """Build (or extend) the candidate vectors and the FAISS index over them so that they hold every entry."""
+        done = 0 if self._vectors is None else len(self._vectors)
+        if done < self._count:
+            new = cand_stage.entry_vectors(self.means()[done:], self.samples()[done:], self.candidate_vectors)
+            self._vectors = new if self._vectors is None else np.concatenate([self._vectors, new])
         resolved = cand_stage.resolve_factory(self.factory, self._count)
         if self._faiss is not None and self._faiss_factory == resolved:
             if self._faiss.ntotal < self._count:
-                self._faiss.add(self.means()[self._faiss.ntotal :])
+                self._faiss.add(self._vectors[self._faiss.ntotal :])
             return self._faiss
-        self._faiss, self._faiss_factory = cand_stage.build_faiss(resolved, self.means()), resolved
+        self._faiss, self._faiss_factory = cand_stage.build_faiss(resolved, self._vectors), resolved
         return self._faiss
 
     # -- searching ----------------------------------------------------------------------------------------
@@ -343,49 +363,51 @@ class PoseIndex:
         where = "PoseIndex.search"
         qm, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
         if candidates is None:
-            candidates = max(8 * k, 64)
+            candidates = max(DEFAULT_CANDIDATES_PER_HIT * k, MIN_CANDIDATES)
         if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < k:
             raise PrposeError(f"{where}: candidates={candidates!r}, expected an integer >= k={k}")
         n = self._count
         num = min(int(candidates), n)
-        # Ask FAISS for a margin more, then keep the `num` nearest by means recomputed here per query: FAISS
+        # Ask FAISS for a margin more, then keep the `num` nearest by distances recomputed here per query: FAISS
         # batches switch to BLAS distances (different rounding) so its boundary could depend on the batch.
         wide = min(n, num + max(8, num // 8))
         index = self._ensure_faiss()
         cand_stage.set_search_params(index, self._faiss_factory, wide, self.ef_search, self.nprobe)
+        qv = cand_stage.query_vectors(qm, qs, self.candidate_vectors)
         block = max(1, _CANDIDATE_BUDGET // wide)
-        parts = [self._search_block(index, qm[lo : lo + block], qs[lo : lo + block], num, wide, k)
-                 for lo in range(0, max(len(qm), 1), block)]
-        if len(parts) == 1:
-            return parts[0]
-        return SearchResult(
-            distances=np.concatenate([p.distances for p in parts]),
-            probabilities=np.concatenate([p.probabilities for p in parts]),
-            ids=np.concatenate([p.ids for p in parts]),
-            metadata={name: np.concatenate([p.metadata[name] for p in parts]) for name in parts[0].metadata},
-        )
+        dist = np.empty((len(qm), min(k, num)))
+        ids = np.empty((len(qm), min(k, num)), np.int64)
+        for lo in range(0, len(qm), block):
+            cand = cand_stage.nearest_candidates(index, self._vectors, qv[lo : lo + block], num, wide)
+            dist[lo : lo + block], ids[lo : lo + block] = self._rerank(qs[lo : lo + block], cand, k)
+        return self._top_k(dist, ids, k)
 
-    def _search_block(self, index, qm, qs, num, wide, k) -> SearchResult:
-        return self._rerank(qs, cand_stage.nearest_candidates(index, self.means(), qm, num, wide), k)
+    def _rerank(self, qs, cand, k) -> tuple[np.ndarray, np.ndarray]:
+        """The min(k, C) best of each query's candidates by exact d: qs (Q, K, D), cand (Q, C) ids (-1 = none).
 
-    def _rerank(self, qs, cand, k) -> SearchResult:
-        """Exact d of each query (Q, K, D) to its candidates (Q, C) ids, in blocks of <= _PAIR_BUDGET pairs."""
+        Streams: blocks of at most _PAIR_BUDGET (query, candidate) pairs are scored and merged into a running
+        top-k, so the working memory is bounded by the budget and k, whatever C is.
+        Returns (distances (Q, min(k, C)) float64 ascending, +inf for none; ids (Q, min(k, C)) int64).
+        """
         a, b, s = self.match_params
         samples = self.samples()
         nq, num = cand.shape
-        dist = np.full((nq, num), np.inf)
+        keep = min(k, num)
         rows = max(1, _PAIR_BUDGET // max(num, 1))
         cols = max(1, _PAIR_BUDGET // rows)
+        out_d = np.empty((nq, keep))
+        out_i = np.empty((nq, keep), np.int64)
         for lo in range(0, nq, rows):
             hi = min(lo + rows, nq)
+            best_d, best_i = np.empty((hi - lo, 0)), np.empty((hi - lo, 0), np.int64)
             for clo in range(0, num, cols):
-                chi = min(clo + cols, num)
-                c = cand[lo:hi, clo:chi]
+                c = cand[lo:hi, clo : clo + cols]
                 valid = c >= 0
-                x = samples[np.where(valid, c, 0)].astype(np.float32, copy=False)
-                d = rerank_distances(qs[lo:hi], x, a, b, s)
-                dist[lo:hi, clo:chi] = np.where(valid, d, np.inf)
-        return self._top_k(dist, cand, k)
+                x = samples[np.where(valid, c, 0)]
+                d = np.where(valid, rerank_distances(qs[lo:hi], x, a, b, s), np.inf)
+                best_d, best_i = _best(np.concatenate([best_d, d], axis=1), np.concatenate([best_i, c], axis=1), keep)
+            out_d[lo:hi], out_i[lo:hi] = best_d, best_i
+        return out_d, out_i
 
     def _top_k(self, dist, ids, k) -> SearchResult:
         """Sort each row by (distance, id) and keep k; pads with id -1 / +inf when a row has fewer entries."""
@@ -393,12 +415,8 @@ class PoseIndex:
         if width < k:
             dist = np.concatenate([dist, np.full((nq, k - width), np.inf)], axis=1)
             ids = np.concatenate([ids, np.full((nq, k - width), -1, np.int64)], axis=1)
-        tie = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
-        order = np.lexsort((tie, dist), axis=-1)[:, :k]
-        d = np.take_along_axis(dist, order, axis=1)
-        i = np.take_along_axis(ids, order, axis=1)
-        i = np.where(np.isfinite(d), i, -1).astype(np.int64)
-        return self._result(d, i)
+        d, i = _best(dist, ids, k)
+        return self._result(d, np.where(np.isfinite(d), i, -1).astype(np.int64))
 
     def _result(self, d, ids) -> SearchResult:
         pad = ids < 0
@@ -455,6 +473,7 @@ class PoseIndex:
             "factory": self.factory,
             "count": self._count,
             "sample_dtype": self.sample_dtype,
+            "candidate_vectors": self.candidate_vectors,
             "search": {"ef_search": self.ef_search, "nprobe": self.nprobe},
         }
         faiss_index = self._ensure_faiss() if self._count > 0 else None
@@ -487,4 +506,11 @@ class PoseIndex:
     @classmethod
     def _from_manifest(cls, m: dict) -> "PoseIndex":
         return cls(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"], profile=m["profile"],
-                   factory=m["factory"], sample_dtype=m["sample_dtype"])
+                   factory=m["factory"], sample_dtype=m["sample_dtype"], candidate_vectors=m["candidate_vectors"])
+
+
+def _best(dist, ids, k):
+    """The k smallest of each row by (distance, id): dist (Q, W), ids (Q, W) (-1 = none) -> both (Q, min(k, W))."""
+    tie = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((tie, dist), axis=-1)[:, :k]
+    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(ids, order, axis=1)

@@ -1,10 +1,11 @@
-"""The index's storage: format "prpose-index" version 2, its constants, writing, and checked reading.
+"""The index's storage: format "prpose-index" version 3 (reads 2), its constants, writing, and checked reading.
 
 A directory: manifest.json (written last; `files` lists every other file, faiss.index included, with size +
 SHA-256; `manifest_sha256` = SHA-256 of the manifest's other fields as canonical JSON), faiss.index (the candidate
 stage), means.npy (N, D) float32, samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field, and
 model.json (not hashed: the model that built the index, written by `prpose index build` in the same atomic
-replace). Writing goes through `prpose.atomic.replacing` (lock, temp directory, swap). Reading takes only these
+replace). Version 3 adds `candidate_vectors` (what faiss.index holds: "moments", see prpose.index.candidates);
+a version 2 index (FAISS over the means) loads as "means" and searches as before. Writing goes through `prpose.atomic.replacing` (lock, temp directory, swap). Reading takes only these
 names, never symbolic links, each file once through one directory descriptor (hashed and parsed from the same
 bytes), so a rebuild in place cannot mix two builds. Version 1 indexes are refused with "rebuild".
 """
@@ -27,11 +28,14 @@ import numpy as np
 
 from prpose import atomic
 from prpose.errors import PrposeError
-from prpose.index.candidates import resolve_factory
+from prpose.index.candidates import VECTOR_KINDS, resolve_factory, vector_dim
 
 FORMAT_NAME = "prpose-index"
 #: 2: every file (faiss.index included) hashed and confined to the directory; the manifest hashes itself.
-FORMAT_VERSION = 2
+#: 3: `candidate_vectors` names what faiss.index holds (version 2: always the means).
+FORMAT_VERSION = 3
+#: The oldest version this prpose reads.
+OLDEST_READABLE_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "faiss.index"
 #: Written beside the index files by `prpose index build`: the model (run directory) that built it.
@@ -61,7 +65,7 @@ def write_index(directory, settings: Mapping[str, Any], means, samples, metadata
     """Write an index to `directory` atomically; an existing prpose index there is replaced, anything else refused.
 
     settings: the manifest's index fields (fingerprint, profile, embedding_dim, num_samples, match_params
-    {a, b, smoothing}, factory, faiss_factory, count, sample_dtype, search {ef_search, nprobe});
+    {a, b, smoothing}, factory, faiss_factory, candidate_vectors, count, sample_dtype, search {ef_search, nprobe});
     means (N, D) float32; samples (N, K, D); metadata field -> (N, ...); faiss_index: the candidate stage (None
     when the index is empty); model_ref: optional JSON-able description of the model, written as model.json.
     """
@@ -102,7 +106,7 @@ def read_index(directory, make_index: Callable[[dict], Any], expected_fingerprin
     """Read and check an index written by `write_index` -> (make_index(manifest), StoredArrays).
 
     make_index: builds the (empty) index object from the parsed manifest (fingerprint, profile, embedding_dim,
-    num_samples, match_params (a, b, s), factory, sample_dtype, ...), raising PrposeError for values it refuses
+    num_samples, match_params (a, b, s), factory, sample_dtype, candidate_vectors, ...), raising PrposeError for values it refuses
     (the error is prefixed with the manifest's path). expected_fingerprint: refuse an index built with another
     model. verify: check every file's SHA-256 (sizes, file names and the manifest's own checksum are always
     checked). A save interrupted between its two renames is repaired first (prpose.atomic.recover).
@@ -168,10 +172,11 @@ def _read_from(root: pathlib.Path, dfd: int, make_index, expected_fingerprint, v
         except RuntimeError as err:
             first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise PrposeError(f"{root / FAISS_FILE}: faiss could not read it ({first})") from None
-        if fidx.ntotal != count or fidx.d != dim:
+        want = vector_dim(dim, m["candidate_vectors"])
+        if fidx.ntotal != count or fidx.d != want:
             raise PrposeError(
                 f"{root / FAISS_FILE}: FAISS index has {fidx.ntotal} vectors of dim {fidx.d}, "
-                f"expected {count} of dim {dim}"
+                f"expected {count} of dim {want}"
             )
     return index, StoredArrays(means, samples, meta, fidx, m["faiss_factory"] if fidx is not None else None,
                                m["search"])
@@ -282,13 +287,13 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
     version = manifest.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise PrposeError(
-            f"{mpath}: index format version {version!r}; this prpose reads version {FORMAT_VERSION} "
-            "(upgrade prpose for newer indexes)"
+            f"{mpath}: index format version {version!r}; this prpose reads versions {OLDEST_READABLE_VERSION} to "
+            f"{FORMAT_VERSION} (upgrade prpose for newer indexes)"
         )
-    if version < FORMAT_VERSION:
+    if version < OLDEST_READABLE_VERSION:
         raise PrposeError(
-            f"{mpath}: index format version {version} predates checksummed manifests (version {FORMAT_VERSION}); "
-            "rebuild it with `prpose index build`"
+            f"{mpath}: index format version {version} predates checksummed manifests (version "
+            f"{OLDEST_READABLE_VERSION}); rebuild it with `prpose index build`"
         )
     if manifest.get("manifest_sha256") != _manifest_digest(manifest):
         raise PrposeError(
@@ -327,6 +332,9 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
     out["faiss_file"] = manifest.get("faiss_file")
     if out["faiss_file"] not in (None, FAISS_FILE):
         raise PrposeError(f"{mpath}: faiss_file {out['faiss_file']!r}, expected {FAISS_FILE!r} or null")
+    out["candidate_vectors"] = manifest.get("candidate_vectors", "means") if version >= 3 else "means"
+    if out["candidate_vectors"] not in VECTOR_KINDS:
+        raise bad("candidate_vectors", f"one of {list(VECTOR_KINDS)}")
     out["faiss_factory"] = manifest.get("faiss_factory")
     if out["faiss_file"] and out["faiss_factory"] != resolve_factory(out["factory"], out["count"]):
         raise bad("faiss_factory", f"{resolve_factory(out['factory'], out['count'])!r} (factory {out['factory']!r})")
