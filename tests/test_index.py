@@ -519,14 +519,19 @@ def test_search_checks_the_embeddings_model(tmp_path):
     np.testing.assert_array_equal(checked.ids, unchecked.ids)
 
 
+def _tight_index(n, seed):
+    """A Flat index of n random entries (K = 20, D = 16) with tight samples (sd 0.1); returns (index, means)."""
+    rng = np.random.default_rng(seed)
+    idx = PoseIndex(16, 20, PARAMS, "m", factory="Flat")
+    means = rng.normal(size=(n, 16)).astype(np.float32)
+    idx.add(means, (means[:, None] + 0.1 * rng.normal(size=(n, 20, 16))).astype(np.float32))
+    return idx, means
+
+
 def test_search_memory_is_bounded_for_large_k():
     import tracemalloc
 
-    rng = np.random.default_rng(0)
-    n, kk, d = 10_000, 20, 16
-    idx = PoseIndex(d, kk, PARAMS, "m", factory="Flat")
-    means = rng.normal(size=(n, d)).astype(np.float32)
-    idx.add(means, (means[:, None] + 0.1 * rng.normal(size=(n, kk, d))).astype(np.float32))
+    idx, means = _tight_index(10_000, seed=0)
     qm, qs = means[:8], idx.samples()[:8]
     idx.search(qm[:1], qs[:1], k=1, fingerprint="m")  # build the FAISS stage outside the measurement
     tracemalloc.start()
@@ -701,11 +706,7 @@ def test_rerank_streams_in_blocks_bounded_by_the_pair_budget(monkeypatch):
 def test_search_memory_does_not_grow_with_k_beyond_the_result(monkeypatch):
     import tracemalloc
 
-    rng = np.random.default_rng(1)
-    n, kk, d = 60_000, 20, 16
-    idx = PoseIndex(d, kk, PARAMS, "m", factory="Flat")
-    means = rng.normal(size=(n, d)).astype(np.float32)
-    idx.add(means, (means[:, None] + 0.1 * rng.normal(size=(n, kk, d))).astype(np.float32))
+    idx, means = _tight_index(60_000, seed=1)
     qm, qs = means[:1], idx.samples()[:1]
     idx.search(qm, qs, k=1, fingerprint="m")  # build the FAISS stage outside the measurement
     # Small budgets, so that what does not follow them shows: k = 500 and 5,000 re-rank 4,000 and 40,000
