@@ -14,6 +14,12 @@ projected ground truth (Stacked Hourglass on Human3.6M). With ``load_train_array
 normalised from the joints the detector gave, and ``sample_batch(..., detection_probability=p)`` makes each view
 the real detection with probability p (where that detection is usable), reporting which joints it shows.
 
+Data parallel over processes (``load_train_arrays(mesh=...)``): every process prepares and holds only its share
+of the split's frames (contiguous in dataset order, cut between sequences for windows) on its own devices; the
+sampler draws the same frame indices on every device and the gathers read them from wherever they live (XLA
+partitions a gather from a sharded array as a local masked gather plus a sum over devices), so the batches,
+and the loss, are the same whatever the number of processes.
+
 A view (frame, camera) is *usable* by the one rule of ``prpose.views.prepare_views`` (the retrieval protocol
 applies it too): its 2D normalisation is valid and all input keypoints are visible in that camera (inside the
 image and in front of it; the dataset's ``visibility``); a real detected view needs only a normalisable torso
@@ -30,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prpose import keypoints as kp
 from prpose.errors import PrposeError
 from prpose.normalize import jit_normalize_3d
 from prpose.views import prepare_views
@@ -53,6 +60,12 @@ class TrainArrays(NamedTuple):
     detections_visible: (N, C, J) bool, joints the detector gave (e.g. no nose for Stacked Hourglass).
     detection_valid: (N, C) bool, usable detected views: the ground-truth view is usable and the detection's
         torso normalises.
+    frame_rows: (F,) int32, the row of each of the F kept frames in the per-frame arrays above (replicated).
+        The identity when the arrays are not sharded; sharded over processes (``load_train_arrays(mesh=...)``),
+        each process's share is padded to equal blocks and this map skips the padding, so frames are sampled
+        exactly as from one unsharded array. window_starts are rows too.
+
+    Per-frame arrays (keypoints2d, view_valid, poses3d, frame_ids, detections*) have N >= F rows.
     """
 
     keypoints2d: jax.Array
@@ -64,6 +77,7 @@ class TrainArrays(NamedTuple):
     detections2d: jax.Array
     detections_visible: jax.Array
     detection_valid: jax.Array
+    frame_rows: jax.Array
 
 
 class Batch(NamedTuple):
@@ -115,7 +129,7 @@ class LoadReport:
         return s
 
 
-def load_train_arrays(dataset, split: str = "train", *, window: int = 1, sharding=None, profile: str = "input13",
+def load_train_arrays(dataset, split: str = "train", *, window: int = 1, mesh=None, profile: str = "input13",
                       detections: bool = False):
     """Load one split of a prepared dataset onto the devices, once.
 
@@ -124,7 +138,9 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
       split: "train", "val" or "test".
       window: 1 for single frames; T > 1 also computes the starts of windows of T consecutive frames
         (same sequence, consecutive ``frame`` numbers, all kept).
-      sharding: optional ``jax.sharding.Sharding`` for the arrays (replicated for data parallel training).
+      mesh: shard the frames over this ``jax.sharding.Mesh``'s "data" axis (data-parallel training; its devices
+        grouped by process, as ``prpose.training.make_mesh`` makes them): each process prepares and holds only its
+        share (see the module docstring; the report counts the whole split). None: the default device.
       profile: the model's input profile (``config.model.input_profile``).
       detections: also load the dataset's real detections (format v2) as alternative views; ignored (with
         ``detection_views`` 0 in the report) when the dataset has none.
@@ -135,12 +151,13 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
         from prpose.dataset import load_dataset
 
         dataset = load_dataset(dataset)
-    rows = np.asarray(dataset.indices(split=split))
-    if rows.size == 0:
+    all_rows = np.asarray(dataset.indices(split=split))
+    if all_rows.size == 0:
         raise PrposeError(f"dataset has no frames in split {split!r}; its splits: {_split_counts(dataset)}")
     num_cameras = dataset.keypoints2d.shape[1]
     if num_cameras < 2:
         raise PrposeError(f"dataset has {num_cameras} camera(s); training pairs need at least 2")
+    rows = all_rows if mesh is None else _process_share(all_rows, np.asarray(dataset.codes("sequence")), window)
 
     with_detections = detections and getattr(dataset, "detections2d", None) is not None
     k_parts, u_parts, p_parts, p_valid_parts, d_parts = [], [], [], [], []
@@ -154,10 +171,12 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
             # A detector view requires no joint: it is usable when its torso normalises from the joints given.
             d_parts.append(prepare_views(dataset.detections2d[r], dataset.detections_visible[r], profile,
                                          required=()))
-    k2d, usable = np.concatenate(k_parts), np.concatenate(u_parts)
-    p3d, p_valid = np.concatenate(p_parts), np.concatenate(p_valid_parts)
-    num_joints = k2d.shape[-2]
-    if with_detections:
+    num_joints = kp.get_profile(profile).num_joints
+    k2d = np.concatenate(k_parts) if k_parts else np.zeros((0, num_cameras, num_joints, 2), np.float32)
+    usable = np.concatenate(u_parts) if u_parts else np.zeros((0, num_cameras), bool)
+    p3d = np.concatenate(p_parts) if p_parts else np.zeros((0, 17, 3), np.float32)
+    p_valid = np.concatenate(p_valid_parts) if p_valid_parts else np.zeros((0,), bool)
+    if with_detections and d_parts:
         d2d, d_vis, d_ok = (np.concatenate(parts) for parts in zip(*d_parts))
         d_ok &= usable
     else:
@@ -171,8 +190,6 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
         split=split, frames_in_split=int(rows.size), frames_kept=int(keep.sum()),
         dropped_invalid_3d=int((~p_valid).sum()), dropped_too_few_views=int((p_valid & ~enough_views).sum()),
         views_total=int(usable.size), views_unusable=int((~usable).sum()))
-    if report.frames_kept == 0:
-        raise PrposeError(f"split {split!r}: no usable frames ({report.summary()})")
 
     starts = np.zeros((0,), np.int32)
     window_valid = np.zeros((0, num_cameras), bool)
@@ -181,18 +198,95 @@ def load_train_arrays(dataset, split: str = "train", *, window: int = 1, shardin
             np.asarray(dataset.codes("sequence"))[rows][keep], np.asarray(dataset.frame)[rows][keep],
             usable[keep], window)
         report.windows = int(starts.size)
-        if starts.size == 0:
-            raise PrposeError(f"split {split!r}: no window of {window} consecutive usable frames of one sequence")
-
     if with_detections:
         d2d, d_vis, d_ok = d2d[keep], d_vis[keep], d_ok[keep]
         report.detection_views = int(d_ok.sum())
+    if mesh is not None:
+        report = _whole_split_report(report)
+    if report.frames_kept == 0:
+        raise PrposeError(f"split {split!r}: no usable frames ({report.summary()})")
+    if window > 1 and report.windows == 0:
+        raise PrposeError(f"split {split!r}: no window of {window} consecutive usable frames of one sequence")
+
     arrays = TrainArrays(
         keypoints2d=k2d[keep], view_valid=usable[keep], poses3d=p3d[keep],
         frame_ids=rows[keep].astype(np.int32), window_starts=starts, window_view_valid=window_valid,
-        detections2d=d2d, detections_visible=d_vis, detection_valid=d_ok)
-    put = (lambda x: jax.device_put(x, sharding)) if sharding is not None else jnp.asarray
-    return TrainArrays(*(put(x) for x in arrays)), report
+        detections2d=d2d, detections_visible=d_vis, detection_valid=d_ok,
+        frame_rows=np.arange(int(keep.sum()), dtype=np.int32))
+    if mesh is None:
+        return TrainArrays(*(jnp.asarray(x) for x in arrays)), report
+    return _shard_frames(arrays, mesh, with_detections), report
+
+
+# --- sharding over processes ---------------------------------------------------------------------------------
+
+def _process_share(rows, sequence_codes, window: int):
+    """This process's contiguous share of ``rows`` (P near-equal parts; cut between sequences for windows)."""
+    count, rank = jax.process_count(), jax.process_index()
+    if count == 1:
+        return rows
+    if window > 1:
+        seq = sequence_codes[rows]
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(seq) != 0) + 1, [rows.size]])
+    else:
+        cuts = np.arange(rows.size + 1)
+    bounds = [int(cuts[np.abs(cuts - q * rows.size / count).argmin()]) for q in range(count + 1)]
+    return rows[bounds[rank]:bounds[rank + 1]]
+
+
+def _gather_processes(x: np.ndarray) -> np.ndarray:
+    """(P, ...) the same-shaped NumPy array of every process, in process order."""
+    if jax.process_count() == 1:
+        return np.asarray(x)[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x)))
+
+
+def _concat_processes(x: np.ndarray) -> np.ndarray:
+    """The concatenation over processes (in process order) of per-process arrays of any length."""
+    lengths = _gather_processes(np.array([x.shape[0]]))[:, 0]
+    padded = np.zeros((int(lengths.max()), *x.shape[1:]), x.dtype)
+    padded[:x.shape[0]] = x
+    return np.concatenate([part[:n] for part, n in zip(_gather_processes(padded), lengths)])
+
+
+def _whole_split_report(report: LoadReport) -> LoadReport:
+    """The sum of every process's report (each counted its own share)."""
+    names = [f.name for f in dataclasses.fields(LoadReport) if f.name != "split"]
+    totals = _gather_processes(np.array([getattr(report, n) for n in names], np.int64)).sum(axis=0)
+    return LoadReport(split=report.split, **{n: int(v) for n, v in zip(names, totals)})
+
+
+def _shard_frames(local: TrainArrays, mesh, with_detections: bool) -> TrainArrays:
+    """Per-frame arrays sharded over the mesh's "data" axis (this process's block: its frames, zero-padded to
+    the common block size); frame_rows, window starts (as rows) and empty arrays replicated."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rank = jax.process_index()
+    local_devices = sum(d.process_index == rank for d in mesh.devices.flat)
+    counts = _gather_processes(np.array([local.poses3d.shape[0]]))[:, 0]
+    block = max(1, -(-int(counts.max()) // local_devices)) * local_devices
+    sharded, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+    def shard(x):
+        padded = np.zeros((block, *x.shape[1:]), x.dtype)
+        padded[:x.shape[0]] = x
+        return jax.make_array_from_process_local_data(sharded, padded, (block * counts.size, *x.shape[1:]))
+
+    def replicate(x):
+        return jax.make_array_from_callback(x.shape, replicated, lambda index: x[index])
+
+    per_frame = {"keypoints2d", "view_valid", "poses3d", "frame_ids"}
+    if with_detections:
+        per_frame |= {"detections2d", "detections_visible", "detection_valid"}
+    whole = local._replace(
+        frame_rows=np.concatenate([q * block + np.arange(n, dtype=np.int32) for q, n in enumerate(counts)]),
+        window_starts=_concat_processes(local.window_starts + np.int32(rank * block)),
+        window_view_valid=_concat_processes(local.window_view_valid))
+    return TrainArrays(**{name: (shard if name in per_frame else replicate)(np.asarray(x))
+                          for name, x in whole._asdict().items()})
 
 
 def _window_starts(sequence, frame, usable, window):
@@ -237,8 +331,8 @@ def sample_batch(key, arrays: TrainArrays, batch_size: int, detection_probabilit
     independently the real detection (with ``detection_probability``, where ``detection_valid``) or the projected
     ground truth; the Batch's visibility / detected fields are always set."""
     k_frame, k_cam, k_det = jax.random.split(key, 3)
-    n = arrays.poses3d.shape[0]
-    frame = jax.random.randint(k_frame, (batch_size,), 0, n, dtype=jnp.int32)
+    n = arrays.frame_rows.shape[0]
+    frame = arrays.frame_rows[jax.random.randint(k_frame, (batch_size,), 0, n, dtype=jnp.int32)]
     anchor_cam, positive_cam = _camera_pair(k_cam, arrays.view_valid[frame])
     num_joints = arrays.keypoints2d.shape[-2]
 

@@ -18,9 +18,14 @@ Randomness: step t uses ``fold_in(key(seed), t)`` for the batch, augmentation an
 model's own RNG stream, whose counter is part of the saved state. So a resumed run repeats exactly what an
 uninterrupted one would have done.
 
-Data parallel: the batch is sharded over a 1-D mesh of all devices (axis "data"); parameters, optimizer state
-and dataset arrays are replicated. Under jit the mean/variance of batch norm and the loss are computed over
-the global batch, so 1 and N devices give the same result up to float reduction order.
+Data parallel: the batch is sharded over a 1-D mesh of all devices (axis "data"); parameters and optimizer state
+are replicated; the dataset's frames are sharded over the processes (prpose.pairs: each holds its share, and the
+sampled batch is the same as from one copy). Under jit the mean/variance of batch norm and the loss are computed
+over the global batch, so 1 and N devices, or processes, give the same result up to float reduction order.
+Multi-process (``jax.distributed``, ``prpose train --distributed``): every process computes (the steps, and the
+validation on its own copy of the EMA weights); only process 0 writes config.json and metrics.jsonl and prints;
+checkpoints are written by Orbax, which coordinates the processes (process 0 writes the replicated arrays and
+the metadata).
 """
 
 from __future__ import annotations
@@ -238,7 +243,9 @@ def _camera_augment(flat2d, flat3d, key, aug, lead, profile):
 def make_mesh(devices=None) -> Mesh:
     """A 1-D mesh (axis "data") over ``devices`` (default: every visible device, all processes after
     jax.distributed.initialize())."""
-    return Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
+    devices = jax.devices() if devices is None else list(devices)
+    # Grouped by process: each process's frames are one block of the sharded dataset (prpose.pairs).
+    return Mesh(np.array(sorted(devices, key=lambda d: (d.process_index, d.id))), ("data",))
 
 
 # --- validation ----------------------------------------------------------------------------------------------
@@ -248,6 +255,7 @@ def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: s
     from prpose.inference import PoseEmbedder
     from prpose.protocol import embedder_hit_at_k
 
+    ema = jax.device_get(ema)  # a host copy: every process validates on its own devices (no collective)
     embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
     return embedder_hit_at_k(
         embedder, dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa, ranking=config.eval_ranking,
@@ -287,6 +295,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     """
     from prpose.dataset import load_dataset
 
+    primary = jax.process_index() == 0  # the one process that writes files and prints
+    if not primary:
+        log, progress = (lambda *args, **kwargs: None), False
     workdir = pathlib.Path(workdir)
     if config.augment.detection_probability > 0 and not config.augment.emit_visibility:
         raise PrposeError("augment.detection_probability > 0 needs augment.emit_visibility=true (and a model.mask_mode "
@@ -311,7 +322,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
     data_sharding = NamedSharding(mesh, P("data"))
 
     dataset = load_dataset(data_dir)
-    arrays, report = load_train_arrays(dataset, "train", window=config.window, sharding=NamedSharding(mesh, P()),
+    arrays, report = load_train_arrays(dataset, "train", window=config.window, mesh=mesh,
                                        detections=config.augment.detection_probability > 0 and config.window == 1,
                                        profile=config.model.input_profile)
     log(f"train data: {report.summary()}")
@@ -334,13 +345,14 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         # aside and the newest intact one is used.
         existing, (state, ema) = ckpt.restore_newest_intact(
             workdir, functools.partial(_restore_verified, workdir, state, ema, model_dict), log=log,
-            move_damaged=True)
+            move_damaged=primary)
         log(f"resumed from {ckpt.checkpoint_dir(workdir) / str(existing)}")
     saver = ckpt.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    save_config(config, workdir)
     start = int(state.step)
-    if resume:
-        _truncate_metrics(workdir / METRICS_FILE, start)
+    if primary:
+        save_config(config, workdir)
+        if resume:
+            _truncate_metrics(workdir / METRICS_FILE, start)
     end = config.steps if stop_at is None else min(config.steps, stop_at)
     if start >= end:
         log(f"nothing to do: the checkpoint is at step {start} and the run ends at step {end} "
@@ -366,7 +378,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         bar = progress_bar(total=end, initial=start, desc="train", unit="step", dynamic_ncols=True, smoothing=0.1)
     t_last, step_last = time.perf_counter(), start
     pending: list = []
-    with open(metrics_path, "a") as metrics_file:
+    with open(metrics_path if primary else os.devnull, "a") as metrics_file:  # only process 0 writes
         for step in range(start + 1, end + 1):
             state, ema, metrics = step_fn(state, ema, arrays)
             pending.append(metrics)  # stays on the device until the next log: no sync per step

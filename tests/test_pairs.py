@@ -128,13 +128,20 @@ def test_empty_or_single_camera_split_is_a_clear_error(tmp_path):
         load_train_arrays(ds, "test")
 
 
-def test_sharded_load_replicates(tmp_path):
+def test_mesh_load_shards_frames_and_samples_the_same_batches(tmp_path):
     ds = _dataset(tmp_path)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    arrays, _ = load_train_arrays(ds, "train", sharding=rep)
-    assert arrays.keypoints2d.sharding.is_equivalent_to(rep, 4)
-    assert isinstance(arrays.poses3d, jnp.ndarray)
+    plain, report = load_train_arrays(ds, "train")
+    arrays, mesh_report = load_train_arrays(ds, "train", mesh=mesh)
+    assert mesh_report == report
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    assert arrays.keypoints2d.sharding.is_equivalent_to(sharded, 4)
+    np.testing.assert_array_equal(arrays.frame_rows, np.arange(report.frames_kept))
+    n = report.frames_kept
+    np.testing.assert_array_equal(np.asarray(arrays.keypoints2d)[:n], plain.keypoints2d)
+    sample = jax.jit(sample_batch, static_argnums=2)
+    for a, b in zip(sample(jax.random.key(3), plain, 32), sample(jax.random.key(3), arrays, 32)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def _dataset_with_detections(tmp_path, n=40, c=4, seed=1):

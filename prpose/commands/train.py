@@ -19,7 +19,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "model or optimizer settings differ from the run's; with no checkpoint yet, a new "
                              "run starts (and says so), so launch scripts can always pass --resume")
     parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host data parallel)")
+                        help="multi-process data parallel: call jax.distributed.initialize() first (every process "
+                             "runs the same command with the same --out; only process 0 writes and prints; CPU "
+                             "processes use gloo collectives). Without the three flags below, JAX detects the "
+                             "cluster (Slurm, Cloud TPU, ...) or reads JAX_COORDINATOR_ADDRESS")
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address")
+    parser.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: number of processes")
+    parser.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process, 0 .. N-1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--fast-compile", action="store_true",
                         help="compile the step with XLA backend optimisation off: half the compile time, "
@@ -31,11 +37,15 @@ def main(args) -> int:
     import pathlib
 
     from prpose.config import TrainConfig, from_overrides, load_config
+    from prpose.errors import PrposeError
 
     if args.distributed:
         import jax
 
-        jax.distributed.initialize()
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes; other backends ignore it
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif (args.coordinator, args.num_processes, args.process_id) != (None, None, None):
+        raise PrposeError("--coordinator, --num-processes and --process-id need --distributed")
     if args.config is None:
         saved = pathlib.Path(args.out) / "config.json"
         base = load_config(saved) if args.resume and saved.is_file() else "cpu"
@@ -52,6 +62,10 @@ def main(args) -> int:
     options = {"xla_backend_optimization_level": 0} if args.fast_compile else None
     last = train_and_evaluate(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
                               compiler_options=options)
+    import jax
+
+    if jax.process_index() != 0:
+        return 0  # process 0 reports
     summary = f"done: step {last.get('step')}"
     if "loss" in last:
         summary += f", loss {last['loss']:.4f}"
