@@ -34,12 +34,14 @@ def train_lifter(config, data_dir, workdir, log=print, progress: bool = True) ->
 
     Writes an ordinary run directory (prpose.training); returns {"steps", "seconds", "final_loss"}.
     """
+    from prpose.checkpoint import latest_step
     from prpose.training import train_and_evaluate
 
     _refuse_old_format(pathlib.Path(workdir))
     config = dataclasses.replace(config, task="lifting")
     start = time.perf_counter()
-    last = train_and_evaluate(config, data_dir, workdir, resume=True, progress=progress, log=log)
+    last = train_and_evaluate(config, data_dir, workdir, resume=latest_step(workdir) is not None, progress=progress,
+                              log=log)
     return {"steps": int(last["step"]), "seconds": round(time.perf_counter() - start, 1),
             "final_loss": last.get("loss")}
 
