@@ -201,3 +201,21 @@ def test_sample_batch_mixes_detections_and_ground_truth(tmp_path):
     np.testing.assert_allclose(np.asarray(b.anchor2d)[~det], np.asarray(arrays.keypoints2d)[frames[~det], cam[~det]])
     off = sample(jax.random.key(0), arrays, batch_size=64, detection_probability=0.0)
     assert not np.asarray(off.anchor_detected).any() and np.asarray(off.anchor_visible).all()
+
+
+def test_process_shares_cover_the_split_in_order_and_windows_stay_whole(monkeypatch):
+    from prpose import pairs
+
+    rows = np.arange(100, 161)  # 61 frames: sequences of 20, 30 and 11 frames
+    codes = np.zeros(200, np.int16)
+    codes[120:150], codes[150:] = 1, 2
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    for window, expected_sizes in ((1, [20, 21, 20]), (5, [20, 30, 11])):
+        shares = []
+        for rank in range(3):
+            monkeypatch.setattr(jax, "process_index", lambda rank=rank: rank)
+            shares.append(pairs._process_share(rows, codes, window))
+        np.testing.assert_array_equal(np.concatenate(shares), rows)  # every frame once, in dataset order
+        assert [len(s) for s in shares] == expected_sizes
+        if window > 1:  # cut between sequences: a window never spans two processes
+            assert all(len(set(codes[s])) == 1 for s in shares)
