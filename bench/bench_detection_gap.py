@@ -16,6 +16,8 @@ Each row changes one thing between the two sources (queries and index alike, the
 - ``detected, head top as nose``: the head top fed in the nose's input (prpose.views.input13_views).
 - ``gt + fitted noise``: simulated detections (prpose.detector_noise.corrupt_np, seed 0), to compare the error
   model's effect with the real one.
+- ``detected queries, gt index``: detector output searched in a clean index (a library built from motion capture,
+  as ``prpose query`` does): the detector's errors on one side only.
 
 Usage: ``python bench/bench_detection_gap.py --data /work/data/h36m --model RUN [--every 4] [--json out.json]``
 (the dataset prepared with detections: ``prpose prep h36m``; see README.md). Prints a progress line per row and
@@ -67,8 +69,10 @@ def remove_bias(detected: np.ndarray, params: np.ndarray, torso: np.ndarray) -> 
     return d - bias_up[:, None] * up[..., None, :] - bias_lat[:, None] * lateral[..., None, :]
 
 
-def variants(gt, det, seed: int = 0) -> dict:
-    """name -> (ViewSet, head_as_nose) for the rows of the table; gt and det: ViewSets of the same frames (h36m17)."""
+def variants(gt, det, seed: int = 0) -> tuple[dict, float]:
+    """({name: (ViewSet, head_as_nose, queries)}, fraction of detected views with a left/right swap) for the rows of
+    the table; gt and det: ViewSets of the same frames (h36m17); queries: None (the ViewSet's own views) or a
+    ViewSet whose keypoints and visibility replace the queries' (the index keeps the ViewSet's)."""
     from prpose import detector_noise as dn
     from prpose import keypoints as kp
 
@@ -94,19 +98,20 @@ def variants(gt, det, seed: int = 0) -> dict:
     scale, _, _ = dn.torso_frame(np, flat_gt, arrays.torso)
     swaps = dn.detect_swaps(flat_det, flat_gt, prof.left_right_pairs, scale)
     return {
-        "gt": (gt, False),
-        "gt, nose hidden": (views(gt, visible=no_nose), False),
-        "gt, limbs detected": (views(gt, mixed(gt, det, limbs), no_nose), False),
-        "detected, true hips": (views(det, mixed(det, gt, hips)), False),
-        "detected, true torso": (views(det, mixed(det, gt, torso)), False),
+        "gt": (gt, False, None),
+        "gt, nose hidden": (views(gt, visible=no_nose), False, None),
+        "gt, limbs detected": (views(gt, mixed(gt, det, limbs), no_nose), False, None),
+        "detected, true hips": (views(det, mixed(det, gt, hips)), False, None),
+        "detected, true torso": (views(det, mixed(det, gt, torso)), False, None),
         "detected, fitted bias removed": (views(det, remove_bias(det.keypoints2d, arrays.params[:2], arrays.torso)),
-                                          False),
+                                          False, None),
         "detected, swaps undone (oracle)": (
-            views(det, dn.unswap(flat_det, swaps, prof.left_right_pairs).reshape(det.keypoints2d.shape)), False),
-        "detected, head top as nose": (det, True),
-        "detected": (det, False),
+            views(det, dn.unswap(flat_det, swaps, prof.left_right_pairs).reshape(det.keypoints2d.shape)), False, None),
+        "detected, head top as nose": (det, True, None),
+        "detected": (det, False, None),
+        "detected queries, gt index": (gt, False, det),
         "gt + fitted noise": (views(gt, dn.corrupt_np(gt.keypoints2d, np.random.default_rng(seed), model, prof)),
-                              False),
+                              False, None),
     }, float(swaps.any(axis=1).mean())
 
 
@@ -135,12 +140,13 @@ def main(argv=None) -> int:
           f"left/right swap: {100 * swapped:.1f} %", flush=True)
     embedder = load_model(args.model)
     results = []
-    for name, (views, head_as_nose) in rows.items():
+    for name, (views, head_as_nose, queries) in rows.items():
         if args.rows and not any(r in name for r in args.rows):
             continue
         method = protocol.EmbeddingMethod(embedder, "match", candidates=args.candidates or None,
                                           head_as_nose=head_as_nose)
-        r = protocol.cross_view_hit_at_k(method, views, KS)
+        replace = {} if queries is None else {"query_keypoints": queries.keypoints2d, "query_visible": queries.visible}
+        r = protocol.cross_view_hit_at_k(method, views, KS, **replace)
         results.append({"row": name, "mean": r.mean.tolist(), "seconds": round(r.seconds, 1)})
         print(f"{name:34s}" + " / ".join(f"{100 * x:5.1f}" for x in r.mean) + f"  ({r.seconds:.0f} s)", flush=True)
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -43,7 +43,7 @@ def test_rows_on_a_generated_dataset(bench, tmp_path, capsys):
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     rows = {r["row"]: r["mean"] for r in res["results"]}
-    assert len(rows) == 10 and res["frames"] == 30
+    assert len(rows) == 11 and res["frames"] == 30
     assert "gt, limbs detected" in printed and "detected, head top as nose" in printed
     for mean in rows.values():
         assert len(mean) == 3 and 0.0 <= mean[0] <= mean[1] <= mean[2] <= 1.0
