@@ -27,9 +27,8 @@ from prpose.index.kernels import rerank_distances, sample_norms, validate_match_
 #: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
 REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
 
-#: Default candidates re-ranked per query: max(DEFAULT_CANDIDATES_PER_HIT * k, MIN_CANDIDATES).
-DEFAULT_CANDIDATES_PER_HIT = 8
-MIN_CANDIDATES = 64
+#: Default candidates re-ranked per query, max(per hit * k, minimum), by candidate vectors (see `PoseIndex.search`).
+DEFAULT_CANDIDATES = {"moments": (2, 32), "means": (8, 64)}
 #: (query, candidate) pairs per block of the exact re-rank: bounds its working memory to about
 #: _PAIR_BUDGET x K x (K + D + 2) floats (~6 MB at K = 20, D = 16) whatever the number of queries and k. 1024 keeps
 #: a block's sample distances near the L2 cache: 25% less CPU per query than 8192 (bench/bench_index.py).
@@ -347,24 +346,27 @@ class PoseIndex:
 
     def search(self, query_means, query_samples, k: int, candidates: int | None = None, *,
                fingerprint: str | None) -> SearchResult:
-        """Two-stage search: FAISS over means proposes candidates, exact match distance re-ranks them.
+        """Two-stage search: FAISS proposes candidates, the exact match distance re-ranks them.
 
         query_means: (Q, D); query_samples: (Q, K, D); k: hits per query; candidates: how many FAISS
-        candidates to re-rank per query (default max(8k, 64), at least k). fingerprint (required): the
+        candidates to re-rank per query (default max(2k, 32) over moments, max(8k, 64) over means; at least k).
+        fingerprint (required): the
         fingerprint of the model that embedded the queries (`PoseEmbedder.fingerprint`); another model's
         embeddings are refused, since distances between two models' spaces mean nothing. Pass None only to
         skip that check deliberately. Results are identical whether the queries come in one batch or one at a
         time; the work runs in blocks of a bounded number of (query, candidate) pairs, so memory stays
         bounded for any Q and k (beyond the (Q, k) result itself).
 
-        Why 8k: mean distance is only a proxy for d (an entry's spread also moves d). On 1M synthetic entries
-        with the model's initial (flattest) match parameters, 4k = 80 candidates gave recall@20 0.88 against
-        brute force and 8k = 160 gave 0.995 (recall@1 0.995 / 1.000); bench/bench_index.py measures this.
+        Why these defaults (bench/bench_index.py, recall against the exact ranking, k = 20): mean distance is
+        only a proxy for d (an entry's spread also moves d): over means, 40 candidates gave recall@20 0.950 (50k
+        entries of the packaged model) / 0.973 (100k synthetic) and 160 gave 0.999 / 1.000. Over moments (which
+        see the spread), 24 candidates gave 0.987 / 1.000 and 40 gave 1.000 / 1.000.
         """
         where = "PoseIndex.search"
         qm, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
         if candidates is None:
-            candidates = max(DEFAULT_CANDIDATES_PER_HIT * k, MIN_CANDIDATES)
+            per_hit, least = DEFAULT_CANDIDATES[self.candidate_vectors]
+            candidates = max(per_hit * k, least)
         if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < k:
             raise PrposeError(f"{where}: candidates={candidates!r}, expected an integer >= k={k}")
         n = self._count
