@@ -60,6 +60,9 @@ class TrainConfig:
         consecutive frames of one sequence.
       task: what is trained (prpose.objectives): "embedding" (Pr-VIPE, or L2-VIPE with loss.embedding="l2") or
         "lifting" (the 3D-lifting baseline: the same encoder regressing the normalised 3D pose; window 1).
+      init_from: "" (random initialisation) or a per-frame model (run directory, exported model or packaged
+        name) whose weights start the run; a temporal run starts as that model applied to the window's centre
+        frame (prpose.windows.warm_start). Model settings must match. Ignored when resuming.
       log_every, eval_every, checkpoint_every: in steps; 0 disables (a final checkpoint is always written).
       eval_split: split used for validation ("val"; falls back to "test" when the dataset has no val frames).
       eval_every_frame: validation keeps every n-th frame of the split (bounds its cost).
@@ -86,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     window: int = 1
     task: str = DEFAULT_TASK
+    init_from: str = ""
     log_every: int = 100
     eval_every: int = 2000
     checkpoint_every: int = 2000

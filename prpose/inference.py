@@ -124,10 +124,9 @@ class PoseEmbedder:
                  batch_size: int = DEFAULT_BATCH_SIZE, exported=None):
         if (graphdef is None) == (exported is None) or (config is None) == (exported is None):
             raise PrposeError("PoseEmbedder: give either (config, graphdef, state) or exported")
-        window = exported.window if config is None else config.window
-        if window > 1:
-            raise PrposeError(f"PoseEmbedder: the run has window={window} (temporal model); "
-                              "single-pose embedding needs a window=1 run")
+        #: frames per embedded window: 1 for a per-frame model; T > 1 for a temporal model, which embeds tracks
+        #: (prpose.windows.embed_track), never single poses.
+        self.window = int(exported.window if config is None else config.window)
         self._config = config
         self._model_spec = exported.model_spec if config is None else config.model
         self._graphdef = graphdef
@@ -222,8 +221,20 @@ class PoseEmbedder:
         Raises:
           PrposeError for the argument errors of :meth:`embed` (never for a bad row).
         """
-        from prpose.numpy_forward import TORSO_JOINTS  # normalize.py's, without importing JAX
+        if self.window > 1:
+            raise PrposeError(f"embed: this is a temporal model (window={self.window}): it embeds windows of a track "
+                              "of frames (prpose.windows.embed_track), not single poses")
+        prof, k_in, v_in, bad = self._model_inputs(keypoints, profile, scores, score_threshold, visible)
+        out, valid = self._run(k_in, v_in, key, normalize=True)
+        skipped = self._skip_reasons(prof, bad, valid, v_in, score_threshold)
+        keep = np.ones(k_in.shape[0], bool)
+        keep[[row for row, _ in skipped]] = False
+        rows = np.flatnonzero(keep)
+        return UsableEmbeddings(Embeddings(out.mean[rows], out.stddev[rows], out.samples[rows]), rows, tuple(skipped))
 
+    def _model_inputs(self, keypoints, profile, scores, score_threshold, visible=None):
+        """Checked keypoints in the model's input profile: (source profile, keypoints (N, J, 2) with missing
+        joints zeroed, visible (N, J), bad (N, J_source): used keypoints that are non-finite or extreme)."""
         target = self.input_profile
         try:
             prof = kp.get_profile(target if profile is None else profile)
@@ -263,10 +274,13 @@ class PoseEmbedder:
         visible = visible & finite
         k_in, _ = kp.convert_partial(np.where(visible[..., None], x, 0.0), prof, target)
         v_in = kp.convert_partial(visible, prof, target, axis=-1)[0] > 0  # joints the profile lacks: False
-        k_in = k_in.astype(np.float32, copy=False)
-        out, valid = self._run(k_in, v_in, key, normalize=True)
+        return prof, k_in.astype(np.float32, copy=False), v_in, bad
 
-        torso = [kp.get_profile(target).index(j) for j in TORSO_JOINTS]
+    def _skip_reasons(self, prof, bad, valid, v_in, score_threshold) -> tuple[tuple[int, str], ...]:
+        """((row, reason), ...) for the rows that cannot be embedded (bad keypoints or no normalisation)."""
+        from prpose.numpy_forward import MAX_COORDINATE, TORSO_JOINTS  # normalize.py's, without importing JAX
+
+        torso = [kp.get_profile(self.input_profile).index(j) for j in TORSO_JOINTS]
         torso_seen = v_in[:, torso].sum(axis=1)
         skipped = []
         for row in np.flatnonzero(bad.any(axis=1) | ~valid):
@@ -280,28 +294,30 @@ class PoseEmbedder:
             else:
                 reason = "degenerate torso (the visible torso joints coincide, or the coordinates are too large)"
             skipped.append((int(row), reason))
-        keep = np.ones(x.shape[0], bool)
-        keep[[row for row, _ in skipped]] = False
-        rows = np.flatnonzero(keep)
-        return UsableEmbeddings(Embeddings(out.mean[rows], out.stddev[rows], out.samples[rows]), rows, tuple(skipped))
+        return tuple(skipped)
 
     def embed_normalized(self, keypoints, visible=None, key=None) -> Embeddings:
-        """Embed already normalised keypoints (N, J, 2) of the model's input profile, optional (N, J) bool mask."""
+        """Embed already normalised keypoints of the model's input profile: (N, J, 2) poses, or (N, T, J, 2)
+        windows for a temporal model (T = ``window``); optional bool mask of the same shape without the last axis."""
         j = kp.get_profile(self.input_profile).num_joints
         x = np.asarray(keypoints, np.float32)
-        if x.ndim != 3 or x.shape[1:] != (j, 2):
-            raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, {j}, 2) "
-                              f"({self.input_profile})")
-        vis = np.ones(x.shape[:2], bool) if visible is None else np.asarray(visible, bool)
+        expected = (j, 2) if self.window == 1 else (self.window, j, 2)
+        if x.ndim != 1 + len(expected) or x.shape[1:] != expected:
+            raise PrposeError(f"embed_normalized: keypoints have shape {x.shape}, expected (N, "
+                              f"{', '.join(map(str, expected))}) ({self.input_profile}"
+                              f"{f', windows of {self.window} frames' if self.window > 1 else ''})")
+        vis = np.ones(x.shape[:-1], bool) if visible is None else np.asarray(visible, bool)
+        if vis.shape != x.shape[:-1]:
+            raise PrposeError(f"embed_normalized: visible has shape {vis.shape}, expected {x.shape[:-1]}")
         return self._run(x, vis, key, normalize=False)[0]
 
     def _run(self, x, vis, key, *, normalize: bool):
         """Chunks of ``batch_size``, the last padded to a power-of-two bucket; returns (Embeddings, valid).
 
         Small calls on an exported model go to :meth:`_run_numpy` instead (same results within 1e-5)."""
-        n, j = x.shape[:2]
+        n = x.shape[0]
         raw_key = _raw_threefry_key(key)
-        if self._exported is not None and 0 < n <= NUMPY_MAX_ROWS and raw_key is not None:
+        if self._exported is not None and 0 < n <= NUMPY_MAX_ROWS and raw_key is not None and self.window == 1:
             from prpose import numpy_forward
 
             if self._model_spec.norm in numpy_forward.SUPPORTED_NORMS:
@@ -317,8 +333,8 @@ class PoseEmbedder:
             stop = min(n, start + self.batch_size)
             m = stop - start
             bucket = bucket_size(m, _MIN_BUCKET) if m < self.batch_size else self.batch_size
-            xp = np.zeros((bucket, j, 2), np.float32)
-            vp = np.ones((bucket, j), bool)
+            xp = np.zeros((bucket,) + x.shape[1:], np.float32)
+            vp = np.ones((bucket,) + vis.shape[1:], bool)
             xp[:m], vp[:m] = x[start:stop], vis[start:stop]
             out = forward(graphdef, state, xp, vp, key, np.int32(start), self.num_samples, normalize,
                           self.input_profile)

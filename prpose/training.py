@@ -339,6 +339,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
 
     tx = make_optimizer(config)
     graphdef, _, state, ema = create_train_state(config, tx, sharding=NamedSharding(mesh, P()))
+    if config.init_from and not (resume and existing is not None):
+        state, ema = _warm_start(config, state, NamedSharding(mesh, P()), log)
     model_dict = model_fingerprint_dict(config)
     if resume and existing is not None:
         # Restore before writing anything (config.json included); a damaged checkpoint is reported, moved
@@ -415,6 +417,23 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         bar.close()
     saver.close()
     return last
+
+
+def _warm_start(config: TrainConfig, state: TrainState, sharding, log):
+    """(state, ema) with the weights of the per-frame model ``config.init_from`` (prpose.windows.warm_start)."""
+    from prpose.inference import load_model
+    from prpose.windows import warm_start
+
+    source = load_model(config.init_from, log=log)
+    if source.config.window != 1:
+        raise PrposeError(f"train.init_from={config.init_from!r}: a window={source.config.window} model; expected a "
+                          "per-frame (window=1) model")
+    params, batch_stats = warm_start(*source.weights(), state.params, state.batch_stats, config.window)
+    log(f"init_from: weights of {config.init_from} (step {source.step}, {source.fingerprint})"
+        + (f", the centre frame of the {config.window}-frame window" if config.window > 1 else ""))
+    params, batch_stats = jax.device_put((params, batch_stats), sharding)
+    ema = {"params": jax.tree.map(jnp.copy, params), "batch_stats": jax.tree.map(jnp.copy, batch_stats)}
+    return state._replace(params=params, batch_stats=batch_stats), ema
 
 
 def _append_row(file, path: pathlib.Path, row: dict) -> None:
