@@ -251,12 +251,19 @@ def make_mesh(devices=None) -> Mesh:
 # --- validation ----------------------------------------------------------------------------------------------
 
 def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: str = "in-training") -> dict:
-    """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config; prpose.protocol)."""
+    """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config; prpose.protocol); a
+    temporal run's windows are judged on the window's 3D poses (prpose.eval.temporal.validation)."""
     from prpose.inference import PoseEmbedder
     from prpose.protocol import embedder_hit_at_k
 
     ema = jax.device_get(ema)  # a host copy: every process validates on its own devices (no collective)
     embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
+    if config.window > 1:
+        from prpose.eval.temporal import validation
+
+        return validation(embedder, dataset, split, every=config.eval_every_frame,
+                          max_frames=config.eval_max_frames or None, kappa=config.loss.kappa,
+                          candidates=config.eval_candidates or None)
     return embedder_hit_at_k(
         embedder, dataset, split, ks=(1, 5, 10), kappa=config.loss.kappa, ranking=config.eval_ranking,
         every=config.eval_every_frame, max_frames=config.eval_max_frames or None,
@@ -330,11 +337,10 @@ def train_and_evaluate(config: TrainConfig, data_dir: str | os.PathLike, workdir
         log("augment.detection_probability: the dataset holds no usable real detections"
             + (" (temporal runs use none)" if config.window > 1 else "") + "; every view is projected ground truth")
     objective = get_objective(config)
-    validated = config.window == 1 and objective.embeds
+    validated = objective.embeds
     eval_split = _eval_split(dataset, config.eval_split) if validated else None
     if config.eval_every and eval_split is None:
-        log("validation disabled: " + ("temporal runs are not validated cross-view" if config.window > 1
-                                       else f"train.task={config.task} is not a pose embedding" if not validated
+        log("validation disabled: " + (f"train.task={config.task} is not a pose embedding" if not validated
                                        else "the dataset has no val or test frames"))
 
     tx = make_optimizer(config)

@@ -189,9 +189,28 @@ def test_temporal_windows_train(data_dir, tmp_path):
                               compiler_options=FAST)
     assert last["step"] == 10 and np.isfinite(last["loss"])
     assert any("windows" in m for m in messages)  # the load report counts them
-    assert any("temporal runs are not validated" in m for m in messages)
+    # Validated cross-view on windows: the window hit test (mean NP-MPJPE over the window) and the frame test.
+    assert last["eval"]["window"] == 3 and last["eval"]["hit"] == "window"
+    assert 0 <= last["eval"]["hit@1"] <= last["eval"]["hit@10"] <= 1 and 0 <= last["eval"]["frame_hit@1"] <= 1
+    assert last["eval"]["num_frames"] > 0
     state, _ = final_state(tmp_path / "temporal", config)
     assert int(state.step) == 10
+
+
+def test_temporal_run_starts_from_a_per_frame_run(data_dir, tmp_path):
+    """train.init_from: the temporal run starts as the per-frame model on the centre frame (prpose.windows)."""
+    frame_config = from_overrides("tiny", TINY + ["train.steps=5"])
+    train_and_evaluate(frame_config, data_dir, tmp_path / "frame", progress=False, log=lambda m: None,
+                       compiler_options=FAST)
+    config = from_overrides("tiny", TINY + ["train.steps=5", "train.window=3", f"train.init_from={tmp_path / 'frame'}"])
+    messages = []
+    last = train_and_evaluate(config, data_dir, tmp_path / "temporal", progress=False, log=messages.append,
+                              compiler_options=FAST)
+    assert last["step"] == 5 and any("init_from" in m and "centre frame" in m for m in messages)
+    bad = from_overrides("tiny", TINY + ["train.steps=5", "train.window=3", "model.width=48",
+                                         f"train.init_from={tmp_path / 'frame'}"])
+    with pytest.raises(PrposeError, match="init_from"):
+        train_and_evaluate(bad, data_dir, tmp_path / "bad", progress=False, log=lambda m: None, compiler_options=FAST)
 
 
 def test_occlusion_with_visible_joint_labels_and_mask_input_trains(data_dir, tmp_path):
