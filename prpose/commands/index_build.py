@@ -73,34 +73,66 @@ def _build(args, out: pathlib.Path) -> int:
     index = PoseIndex(model.embedding_dim, model.num_samples, model.match_params, model.fingerprint,
                       profile=model.input_profile, factory=args.factory)
     labels = {name: dataset.labels(name) for name in ("source", "subject", "sequence")}
+    def add(emb, chunk, column, points, visible):
+        index.add(emb.mean, emb.samples, {
+            **{name: values[chunk] for name, values in labels.items()},
+            "frame": np.asarray(dataset.frame[chunk]),
+            "camera": np.full(chunk.size, dataset.camera_names[column]),
+            "row": chunk,
+            "pose3d": np.asarray(dataset.poses3d[chunk]),
+            "keypoints2d": points,
+            "visible": visible,
+        })
+
     skipped = 0
-    with progress(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
-        for column in columns:
-            for start in range(0, rows.size, _CHUNK):
-                chunk = rows[start:start + _CHUNK]
-                points = np.asarray(dataset.keypoints2d[chunk, column])
-                visible = np.asarray(dataset.visibility[chunk, column])
-                # A distinct sample key per chunk: entries must not share their noise draws. Views whose torso is
-                # hidden cannot be normalised: the embedder skips them; they are counted and reported.
-                key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
-                emb, usable, _ = model.embed_usable(points, profile="h36m17", visible=visible, key=key)
-                skipped += chunk.size - usable.size
-                if usable.size:
-                    chunk = chunk[usable]
-                    index.add(emb.mean, emb.samples, {
-                        **{name: values[chunk] for name, values in labels.items()},
-                        "frame": np.asarray(dataset.frame[chunk]),
-                        "camera": np.full(chunk.size, dataset.camera_names[column]),
-                        "row": chunk,
-                        "pose3d": np.asarray(dataset.poses3d[chunk]),
-                        "keypoints2d": points[usable],
-                        "visible": visible[usable],
-                    })
-                bar.update(len(points))
+    if model.window > 1:
+        skipped = _add_windows(model, dataset, args, columns, add)
+    else:
+        with progress(total=rows.size * len(columns), desc="embedding views", unit="pose") as bar:
+            for column in columns:
+                for start in range(0, rows.size, _CHUNK):
+                    chunk = rows[start:start + _CHUNK]
+                    points = np.asarray(dataset.keypoints2d[chunk, column])
+                    visible = np.asarray(dataset.visibility[chunk, column])
+                    # A distinct sample key per chunk: entries must not share their noise draws. Views whose torso
+                    # is hidden cannot be normalised: the embedder skips them; they are counted and reported.
+                    key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
+                    emb, usable, _ = model.embed_usable(points, profile="h36m17", visible=visible, key=key)
+                    skipped += chunk.size - usable.size
+                    if usable.size:
+                        add(emb, chunk[usable], column, points[usable], visible[usable])
+                    bar.update(len(points))
     if len(index) == 0:
         raise PrposeError(f"{args.data}: no view could be embedded ({skipped} skipped: torso not visible)")
     index.save(out, model_ref={"run_dir": str(pathlib.Path(args.model).resolve()), "fingerprint": model.fingerprint,
-                               "dataset": str(pathlib.Path(args.data).resolve())})
-    print(f"indexed {len(index)} views ({rows.size} frames x {len(columns)} cameras"
+                               "dataset": str(pathlib.Path(args.data).resolve()), "window": model.window})
+    what = f"windows of {model.window} frames centred on " if model.window > 1 else ""
+    print(f"indexed {len(index)} views ({what}{rows.size} frames x {len(columns)} cameras"
           f"{f', {skipped} skipped: torso not visible' if skipped else ''}) -> {out}")
     return 0
+
+
+def _add_windows(model, dataset, args, columns, add) -> int:
+    """Index entries of a temporal model: per camera, the window centred on each kept frame (every --every-th
+    frame of the splits; windows take their neighbours from every frame of the splits, edge-replicated at the ends
+    of each take: prpose.windows). Returns the number of kept views skipped (their own torso is not visible)."""
+    import jax
+
+    from prpose.progress import progress
+    from prpose.windows import embed_track
+
+    rows = dataset.indices(split=args.split)
+    keep = np.zeros(rows.size, bool)
+    keep[:: args.every] = True
+    sequence, frame = dataset.codes("sequence")[rows], np.asarray(dataset.frame[rows])
+    skipped = 0
+    for column in progress(columns, desc="embedding windows", unit="camera"):
+        points = np.asarray(dataset.keypoints2d[rows, column])
+        visible = np.asarray(dataset.visibility[rows, column])
+        out = embed_track(model, points, "h36m17", key=jax.random.fold_in(jax.random.key(0), column),
+                          visible=visible, sequence=sequence, frame=frame)
+        skipped += int(keep[[row for row, _ in out.skipped]].sum())
+        mine = keep[out.frames]
+        pos = out.frames[mine]
+        add(type(out.embeddings)(*(a[mine] for a in out.embeddings)), rows[pos], column, points[pos], visible[pos])
+    return skipped
