@@ -110,7 +110,7 @@ def run(args) -> dict:
 
 def time_order(embedder, tracks) -> dict:
     """Reversed windows against their forward selves (module docstring), camera 0 vs camera 1."""
-    from prpose.matching import match_distance_np
+    from prpose.index.kernels import match_distance_np
     from prpose.numpy_forward import normalize_2d
 
     views, win = tracks.views, tracks.windows

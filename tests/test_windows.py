@@ -114,7 +114,7 @@ def test_embed_track_skips_unusable_frames_and_fills_neighbours(temporal_embedde
 
 def test_time_order(temporal_embedder):
     """A reversed window embeds differently from its forward self, unless the motion is symmetric in time."""
-    from prpose.matching import match_distance_np
+    from prpose.index.kernels import match_distance_np
     from prpose.numpy_forward import normalize_2d
 
     a, b, s = temporal_embedder.match_params
