@@ -5,6 +5,7 @@
                 [--ks 1 5 10 20] [--kappa 0.1] [--candidates 100 | --exact]
                 [--unseen-views] [--occlusion] [--uncertainty] [--alignment] [--probes]
                 [--json OUT.json] [--report DIR]
+    prpose eval --data DIR --window-model RUN7 [RUN ...] [--model RUN1] [--split test] [--every 10] ...
 
 Without --model only the model-free rows run (oracle, random, 2D keypoints). Every row is computed by the same
 protocol code on the same queries (prpose.protocol). `--source` picks the 2D keypoints of queries and index: the
@@ -41,6 +42,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for --train-lifter, e.g. train.steps=3000 (use the Pr-VIPE run's budget)")
     parser.add_argument("--dropout-model", help="a Pr-VIPE run trained with keypoint dropout (occlusion rows)")
+    parser.add_argument("--window-model", nargs="+", metavar="RUN",
+                        help="temporal Pr-VIPE runs (train.window > 1): instead of the rows above, cross-view Hit@k "
+                             "of these and --model on the same frames, each embedded with its window over every frame "
+                             "of the split; hits judged on the centre frame and on the window's 3D poses "
+                             "(eval.temporal)")
     parser.add_argument("--source", default="gt", choices=("gt", "detected", "both"),
                         help="2D keypoints of queries and index: projected ground truth, the dataset's detections, "
                              "or both (evaluated on the frames usable in both); hits are judged on the 3D poses")
@@ -119,6 +125,26 @@ def _untrained_fn(config, seed):
     return fn
 
 
+def _run_windows(args, dataset, candidates, t0) -> dict:
+    """`--window-model`: temporal runs beside --model on the same frames (eval.temporal)."""
+    from prpose.errors import PrposeError
+    from prpose.eval import temporal
+
+    if args.report:
+        raise PrposeError("--report: not available with --window-model (use --json)")
+    models = {f"window-model {run}": _load_embedder(run, "window-model") for run in args.window_model}
+    if args.model:
+        models = {f"model {args.model}": _load_embedder(args.model, "model"), **models}
+    window = max(m.window for m in models.values())
+    tracks = temporal.track_views(dataset, args.split, window, args.every, args.max_frames)
+    _say(f"eval: windows of {window} frames: {tracks.views.num_frames} frames of split {args.split!r} in "
+         f"{len(tracks.bounds) - 1} tracks x {tracks.views.num_cameras} cameras, {tracks.evaluated.size} evaluated "
+         f"(every {args.every}); window test: mean NP-MPJPE over the {window} frames < {args.kappa}")
+    rows = temporal.compare(models, tracks, args.ks, args.kappa, candidates, say=_say)
+    return {"windows": {"rows": rows, "window": window, "evaluated_frames": int(tracks.evaluated.size),
+                        "settings": dict(tracks.views.settings)}, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def run(args) -> dict:
     import numpy as np
 
@@ -135,6 +161,8 @@ def run(args) -> dict:
     if args.candidates < 1:
         raise PrposeError(f"--candidates: got {args.candidates}, expected a positive integer (or pass --exact)")
     cand = None if args.exact else args.candidates
+    if args.window_model:
+        return _run_windows(args, dataset, cand, t0)
     sources = ("gt", "detected") if args.source == "both" else (args.source,)
     all_views = [views_from_dataset(dataset, args.split, args.every, args.max_frames, args.cameras, source=src,
                                     profile=VIEW_PROFILE) for src in sources]

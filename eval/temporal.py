@@ -189,3 +189,24 @@ def validation(embedder, dataset, split: str, *, every: int, max_frames: int | N
                split=split, kappa=kappa, ranking="match", candidates=candidates, hit="window",
                window=embedder.window)
     return out
+
+
+def compare(embedders: dict, tracks: TrackViews, ks: Sequence[int] = (1, 10), kappa: float = protocol.KAPPA,
+            candidates: int | None = 100, say=print) -> list[dict]:
+    """Clean cross-view Hit@k of several models (name -> PoseEmbedder, per-frame or temporal) on the same frames.
+
+    Returns one row per model: {"method", "window", "fingerprint", "step", "frame": {hit@k}, "window_test": {hit@k}}.
+    """
+    rows = []
+    for name, embedder in embedders.items():
+        start = time.perf_counter()
+        result = cross_view(embedder, tracks, ks, kappa, candidates)
+        row = {"method": name, "window": embedder.window, "fingerprint": embedder.fingerprint, "step": embedder.step,
+               "frame": {f"hit@{k}": float(v) for k, v in zip(ks, result.frame.mean)},
+               "window_test": {f"hit@{k}": float(v) for k, v in zip(ks, result.window.mean)},
+               "seconds": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        say(f"  {name:<24} window {embedder.window}:  frame test " + "  ".join(
+            f"Hit@{k} {100 * row['frame'][f'hit@{k}']:5.1f}" for k in ks) + "   window test " + "  ".join(
+            f"Hit@{k} {100 * row['window_test'][f'hit@{k}']:5.1f}" for k in ks) + f"  ({row['seconds']} s)")
+    return rows

@@ -85,3 +85,15 @@ def test_query_by_a_clip_finds_its_frames_in_other_cameras(pipeline, tmp_path, c
     frames = {int(f) for f in dataset.frame[dataset.indices(split="train")[::2]]}
     assert all(m["frame"] in frames and m["camera"] in dataset.camera_names[:2] for q in output["queries"]
                for m in q["matches"])
+
+
+def test_eval_windows(pipeline, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--data", str(pipeline / "data"), "--window-model", str(pipeline / "run"), "--split", "train",
+                 "--every", "3", "--ks", "1", "5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["windows"]
+    (row,) = result["rows"]
+    assert row["window"] == 3 and result["window"] == 3 and result["evaluated_frames"] > 0
+    for test in ("frame", "window_test"):
+        assert 0 <= row[test]["hit@1"] <= row[test]["hit@5"] <= 1
+    assert "window test" in capsys.readouterr().out
