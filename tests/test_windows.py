@@ -60,7 +60,8 @@ def temporal_embedder():
     from flax import nnx
 
     from prpose.config import get_preset
-    from prpose.inference import PoseEmbedder, build_model
+    from prpose.inference import PoseEmbedder
+    from prpose.model import build_model
 
     config = dataclasses.replace(get_preset("tiny"), window=5)
     _, params, stats, _ = nnx.split(build_model(config.model, config.window), nnx.Param, nnx.BatchStat, ...)
@@ -145,7 +146,8 @@ def test_per_frame_model_embeds_a_track_frame_by_frame(embedder):
 
 
 def test_warm_start_equals_the_per_frame_model_on_the_centre_frame(embedder):
-    from prpose.inference import PoseEmbedder, init_split
+    from prpose.inference import PoseEmbedder
+    from prpose.model import init_split
 
     config = dataclasses.replace(embedder.config, window=5)
     _, params, stats, _ = init_split(config.model, 5, seed=3)
