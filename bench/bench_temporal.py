@@ -3,7 +3,7 @@
     python bench/bench_temporal.py --frame-model RUN1 --window-model RUN7 [--data /work/data/mocap] [--split test]
         [--every 10] [--max-frames N] [--seed 0] [--json OUT.json]
 
-The views are every frame of the split (prpose.eval.temporal: tracks of consecutive frames usable in every camera;
+The views are every frame of the split (prpose.window_protocol: tracks of consecutive frames usable in every camera;
 each model embeds every frame, the temporal one with the window centred on it, edge-replicated at track ends);
 queries and index are every --every-th frame, over every ordered camera pair. Rows (the corruption of
 bench/bench_robustness.py, drawn independently per frame, the same draws for both models):
@@ -12,9 +12,9 @@ bench/bench_robustness.py, drawn independently per frame, the same draws for bot
 * detector noise: every view of every frame (queries and index) through the fitted detector model
   (prpose.detector_noise.corrupt_np);
 * 2 missing limb joints: per query frame, 2 of the 8 limb joints hidden at random (index clean);
-* occluded left arm: the left arm hidden in every query frame (eval.occlusion; index clean).
+* occluded left forearm: the left elbow and wrist hidden in every query frame (eval.occlusion; index clean).
 
-Hit@1 / Hit@10 under two hit tests (eval.temporal): "frame" (the retrieved centre frame within kappa of the
+Hit@1 / Hit@10 under two hit tests (prpose.window_protocol): "frame" (the retrieved centre frame within kappa of the
 query frame) and "window" (NP-MPJPE averaged over the 7 frames of the two windows within kappa).
 
 Video alignment (eval.alignment.offset_alignment): a 60-frame clip of each take seen by camera A located inside
@@ -37,7 +37,9 @@ import time
 import numpy as np
 
 from bench_robustness import missing_limb_mask
-from prpose.eval import alignment, occlusion, protocol, temporal
+from prpose import protocol
+from prpose import window_protocol
+from prpose.eval import alignment, occlusion
 
 KS = (1, 10)
 
@@ -58,29 +60,29 @@ def run(args) -> dict:
                          f"(got {models['per-frame'].window} and {models['temporal'].window})")
     window = models["temporal"].window
     dataset = load_dataset(args.data)
-    tracks = temporal.track_views(dataset, args.split, window, args.every, args.max_frames)
+    tracks = window_protocol.track_views(dataset, args.split, window, args.every, args.max_frames)
     views = tracks.views
     rng = np.random.default_rng(args.seed)
     noisy = dn.corrupt_np(views.keypoints2d, rng, dn.load_noise_model(args.noise_model)).astype(np.float32)
     missing = missing_limb_mask(views.visible.shape[:2], 2, rng) & views.visible
-    arm = occlusion.occluded_queries(views, "left arm")
+    arm = occlusion.occluded_queries(views, "left_forearm")
     _say(f"data {args.data} split {args.split}: {views.num_frames} frames in {len(tracks.bounds) - 1} tracks x "
          f"{views.num_cameras} cameras, {tracks.evaluated.size} evaluated (every {args.every}); window {window}; "
          f"seed {args.seed}")
     rows, align, order = [], [], {}
     for label, embedder in models.items():
-        method = temporal.TrackMethod(embedder, tracks.bounds, name=label, candidates=args.candidates)
+        method = window_protocol.TrackMethod(embedder, tracks.bounds, name=label, candidates=args.candidates)
         start = time.perf_counter()
-        clean = temporal.features_of(method, tracks)
-        noisy_feats = temporal.features_of(method, tracks, noisy)
+        clean = window_protocol.features_of(method, tracks)
+        noisy_feats = window_protocol.features_of(method, tracks, noisy)
         feats = {"clean": (clean, clean), "detector noise": (noisy_feats, noisy_feats),
-                 "2 missing limb joints": (temporal.features_of(method, tracks, visible=missing), clean),
-                 "occluded left arm": (temporal.features_of(method, tracks, visible=arm), clean)}
+                 "2 missing limb joints": (window_protocol.features_of(method, tracks, visible=missing), clean),
+                 "occluded left forearm": (window_protocol.features_of(method, tracks, visible=arm), clean)}
         _say(f"{label}: step {embedder.step}, {embedder.fingerprint}, window {embedder.window}: features "
              f"{time.perf_counter() - start:.0f} s")
         for setting, (query, index) in feats.items():
             s = time.perf_counter()
-            result = temporal.window_hit_at_k(method, tracks, query, index, KS)
+            result = window_protocol.window_hit_at_k(method, tracks, query, index, KS)
             row = {"model": label, "setting": setting}
             for test in ("frame", "window"):
                 r = getattr(result, test)

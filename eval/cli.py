@@ -46,7 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="temporal Pr-VIPE runs (train.window > 1): instead of the rows above, cross-view Hit@k "
                              "of these and --model on the same frames, each embedded with its window over every frame "
                              "of the split; hits judged on the centre frame and on the window's 3D poses "
-                             "(eval.temporal)")
+                             "(prpose.window_protocol)")
     parser.add_argument("--source", default="gt", choices=("gt", "detected", "both"),
                         help="2D keypoints of queries and index: projected ground truth, the dataset's detections, "
                              "or both (evaluated on the frames usable in both); hits are judged on the 3D poses")
@@ -126,9 +126,9 @@ def _untrained_fn(config, seed):
 
 
 def _run_windows(args, dataset, candidates, t0) -> dict:
-    """`--window-model`: temporal runs beside --model on the same frames (eval.temporal)."""
+    """`--window-model`: temporal runs beside --model on the same frames (prpose.window_protocol)."""
     from prpose.errors import PrposeError
-    from prpose.eval import temporal
+    from prpose import window_protocol
 
     if args.report:
         raise PrposeError("--report: not available with --window-model (use --json)")
@@ -136,11 +136,11 @@ def _run_windows(args, dataset, candidates, t0) -> dict:
     if args.model:
         models = {f"model {args.model}": _load_embedder(args.model, "model"), **models}
     window = max(m.window for m in models.values())
-    tracks = temporal.track_views(dataset, args.split, window, args.every, args.max_frames)
+    tracks = window_protocol.track_views(dataset, args.split, window, args.every, args.max_frames)
     _say(f"eval: windows of {window} frames: {tracks.views.num_frames} frames of split {args.split!r} in "
          f"{len(tracks.bounds) - 1} tracks x {tracks.views.num_cameras} cameras, {tracks.evaluated.size} evaluated "
          f"(every {args.every}); window test: mean NP-MPJPE over the {window} frames < {args.kappa}")
-    rows = temporal.compare(models, tracks, args.ks, args.kappa, candidates, say=_say)
+    rows = window_protocol.compare(models, tracks, args.ks, args.kappa, candidates, say=_say)
     return {"windows": {"rows": rows, "window": window, "evaluated_frames": int(tracks.evaluated.size),
                         "settings": dict(tracks.views.settings)}, "seconds": round(time.perf_counter() - t0, 1)}
 

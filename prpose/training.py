@@ -252,14 +252,14 @@ def make_mesh(devices=None) -> Mesh:
 
 def validate(config: TrainConfig, ema: dict, dataset, split: str, fingerprint: str = "in-training") -> dict:
     """Cross-view Hit@k of the EMA weights on ``split`` (frames subsampled per the config; prpose.protocol); a
-    temporal run's windows are judged on the window's 3D poses (prpose.eval.temporal.validation)."""
+    temporal run's windows are judged on the window's 3D poses (prpose.window_protocol.validation)."""
     from prpose.inference import PoseEmbedder
     from prpose.protocol import embedder_hit_at_k
 
     ema = jax.device_get(ema)  # a host copy: every process validates on its own devices (no collective)
     embedder = PoseEmbedder.from_state(config, ema["params"], ema["batch_stats"], fingerprint=fingerprint)
     if config.window > 1:
-        from prpose.eval.temporal import validation
+        from prpose.window_protocol import validation
 
         return validation(embedder, dataset, split, every=config.eval_every_frame,
                           max_frames=config.eval_max_frames or None, kappa=config.loss.kappa,

@@ -1,13 +1,14 @@
 """Cross-view retrieval of windows (temporal Pr-VIPE) against per-frame models on the same frames.
 
-The views are every frame of a split (eval.protocol.views_from_dataset with every=1), so that each evaluated
+Built on the library protocol (prpose.protocol: methods, ranking, the hit test's NP-MPJPE, results). The views
+are every frame of a split (prpose.views.views_from_dataset with every=1), so that each evaluated
 frame has its neighbours; a *track* is a run of consecutive frames of one sequence that are usable in every
 camera (prpose.windows.track_starts on the views' sequence and frame labels). A method embeds every frame of a
 camera's tracks (prpose.windows.embed_track: the window centred on the frame, edge-replicated at track ends, for a
 temporal model; the frame itself for a per-frame model); the queries and the index are then the *evaluated*
 frames (every ``every``-th view position, at most ``max_frames``), as in the per-frame protocol.
 
-Two hit tests on the same ranked results (kappa = 0.1 as in eval.protocol):
+Two hit tests on the same ranked results (kappa = 0.1 as in prpose.protocol):
   * "frame": the retrieved centre frame's 3D pose has NP-MPJPE < kappa to the query frame's (the per-frame
     protocol's test; what a user who wants "this pose" gets);
   * "window": the mean over the window's T frames of the NP-MPJPE between the retrieved window's frame t and
@@ -24,22 +25,23 @@ from typing import Sequence
 
 import numpy as np
 
+from prpose import protocol
 from prpose.errors import PrposeError
-from prpose.eval import protocol
-from prpose.eval.baselines import EmbeddingMethod
+from prpose.protocol import EmbeddingMethod
+from prpose.views import ViewSet, views_from_dataset
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackViews:
     """Every frame of a split (a ViewSet) with its tracks, the evaluated positions and the hit test's windows.
 
-    views: eval.protocol.ViewSet of every usable frame of the split (rows in dataset order).
+    views: prpose.views.ViewSet of every usable frame of the split (rows in dataset order).
     bounds: (S + 1,) track boundaries over the view positions (prpose.windows.track_starts).
     evaluated: (E,) view positions that are queries and index entries.
     windows: (N, T) view positions of the window centred on each position (T: the hit test's window).
     """
 
-    views: protocol.ViewSet
+    views: ViewSet
     bounds: np.ndarray
     evaluated: np.ndarray
     windows: np.ndarray
@@ -50,7 +52,7 @@ class TrackViews:
 
 
 def track_views(dataset, split: str, window: int, every: int = 10, max_frames: int | None = None,
-                views: protocol.ViewSet | None = None) -> TrackViews:
+                views: ViewSet | None = None) -> TrackViews:
     """TrackViews of a prepared dataset's split: all its frames, every ``every``-th evaluated (then at most
     ``max_frames``, evenly spread); ``views`` replaces the clean ViewSet (e.g. a corrupted copy of it)."""
     from prpose.windows import track_starts, window_indices
@@ -58,7 +60,7 @@ def track_views(dataset, split: str, window: int, every: int = 10, max_frames: i
     if not isinstance(every, int) or every < 1:
         raise PrposeError(f"every: got {every!r}, expected a positive integer (frame subsampling step)")
     if views is None:
-        views = protocol.views_from_dataset(dataset, split, every=1)
+        views = views_from_dataset(dataset, split, every=1)
     bounds = track_starts(views.labels["sequence"], views.labels["frame"], views.num_frames)
     evaluated = np.arange(0, views.num_frames, every)
     if max_frames is not None and evaluated.size > max_frames:
