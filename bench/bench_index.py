@@ -55,25 +55,31 @@ from prpose.index import PoseIndex  # noqa: E402
 DEFAULT_MATCH = (float(np.exp(-0.65)), -0.5, 0.1)
 
 
-def synthetic(n, q, dim, k, seed, clusters=2000, centre_scale=1.0, spread=0.3):
-    """Clustered Gaussian embeddings: (means (n, D), samples (n, K, D)) and the same for q queries."""
+def synthetic(n, q, dim, k, seed, clusters=2000, centre_scale=1.0, spread=0.3, with_stddev=False, entry_samples=True):
+    """Clustered Gaussian embeddings: (means (n, D), samples (n, K, D)) and the same for q queries; with_stddev:
+    (means, stddevs (n, D) float16, samples) with the samples drawn from the float16-rounded stddevs;
+    entry_samples=False (with with_stddev): the n entries' samples are None (a "gaussian" index needs none)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=centre_scale, size=(clusters, dim)).astype(np.float32)
 
-    def draw(count):
+    def draw(count, with_samples=True):
         means = centres[rng.integers(clusters, size=count)]
         means = means + rng.normal(scale=spread, size=(count, dim)).astype(np.float32)
         # Per-entry scale in [0.1, 0.5] with mild per-dimension variation, as a trained sigma head gives.
         std = rng.uniform(0.1, 0.5, size=(count, 1)).astype(np.float32)
         std = std * rng.uniform(0.8, 1.2, size=(count, dim)).astype(np.float32)
+        if with_stddev:
+            std = std.astype(np.float16)
+        if not with_samples:
+            return means, std, None
         samples = np.empty((count, k, dim), np.float32)
         for lo in range(0, count, 100_000):  # bounded temporaries
             hi = min(lo + 100_000, count)
             eps = rng.standard_normal(size=(hi - lo, k, dim), dtype=np.float32)
             samples[lo:hi] = means[lo:hi, None] + std[lo:hi, None] * eps
-        return means, samples
+        return (means, std, samples) if with_stddev else (means, samples)
 
-    return draw(n), draw(q)
+    return draw(n, entry_samples), draw(q)
 
 
 def from_model(run_dir, data_dir, n, q, seed, jitter_px=3.0):

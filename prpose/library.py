@@ -8,9 +8,10 @@ The library answers "which stored motion is this 2D pose?" right after installat
   kept unless a kept frame of the same take lies within ``min_distance`` NP-MPJPE of it (normalised units;
   two poses *match* below kappa = 0.1). Every dropped frame therefore has a kept stand-in closer than that.
 * **entries**: each kept pose as seen by each camera of its rig (the torso visible): embedding mean (float32),
-  stddev (float16) and visibility (bit-packed). The K samples are not stored: they are regenerated at load
-  time as ``mean + stddev * eps`` with ``eps`` from ``numpy.random.default_rng(seed)``, deterministically
-  (96 bytes per entry instead of 640 for float16 samples).
+  stddev (float16) and visibility (bit-packed). The K samples are not stored: the library's PoseIndex keeps
+  the "gaussian" storage and regenerates them when needed (``prpose.index.storage.regenerate_samples``, seeded
+  by the manifest's ``seed``): ``mean + stddev * eps`` with ``eps`` a fixed function of the entry's mean,
+  deterministically (96 bytes per entry instead of 640 for float16 samples).
 
 Files (format ``prpose-library`` version 1): ``library.npz`` and ``library.json`` (written last: counts, model
 fingerprint, match parameters, seed, cameras, label tables, SHA-256 of the npz, provenance).
@@ -211,26 +212,16 @@ class PoseLibrary:
     def __repr__(self) -> str:
         return f"PoseLibrary({self.path}, poses={self.num_poses}, entries={self.num_entries})"
 
-    def samples(self) -> np.ndarray:
-        """(E, K, D) float32 samples regenerated from the stored means and stddevs (deterministic)."""
-        m = self.manifest
-        eps = np.random.default_rng(m["seed"]).standard_normal(
-            (self.num_entries, m["num_samples"], m["embedding_dim"]), dtype=np.float32)
-        mean, std = self.arrays["mean"], self.arrays["stddev"].astype(np.float32)
-        eps *= std[:, None, :]
-        eps += mean[:, None, :]
-        return eps
-
     @property
     def index(self):
-        """The PoseIndex over all entries (built on first use: samples regenerated, FAISS flat over means)."""
+        """The PoseIndex over all entries (built on first use: "gaussian" storage, FAISS flat over means)."""
         if self._index is None:
             from prpose.index import PoseIndex
 
             m, a = self.manifest, self.arrays
             index = PoseIndex(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"],
-                              factory="Flat")
-            index.add(a["mean"], self.samples(), {
+                              factory="Flat", sample_storage="gaussian", noise_seed=m["seed"])
+            index.add(a["mean"], stddevs=a["stddev"], metadata={
                 "source": np.asarray(m["tables"]["source"])[a["source"][a["entry_pose"]]],
                 "subject": np.asarray(m["tables"]["subject"])[a["subject"][a["entry_pose"]]],
                 "sequence": np.asarray(m["tables"]["sequence"])[a["sequence"][a["entry_pose"]]],

@@ -140,8 +140,8 @@ def test_library_round_trip_and_search(run, tmp_path):
     m = lib.manifest
     assert m["num_poses"] < m["num_frames"] and m["num_entries"] + m["skipped_views"] == 4 * m["num_poses"]
     # The regenerated samples are deterministic and follow mean + stddev * N(0, 1).
-    np.testing.assert_array_equal(lib.samples(), PoseLibrary(path).samples())
-    z = (lib.samples() - lib.arrays["mean"][:, None]) / lib.arrays["stddev"].astype(np.float32)[:, None]
+    np.testing.assert_array_equal(lib.index.samples(), PoseLibrary(path).index.samples())
+    z = (lib.index.samples() - lib.arrays["mean"][:, None]) / lib.arrays["stddev"].astype(np.float32)[:, None]
     assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
     # Projecting the stored (float16) 3D pose by the entry's camera gives the dataset's 2D keypoints.
     entries = np.arange(0, m["num_entries"], 7)

@@ -175,13 +175,13 @@ def test_incremental_add_and_auto_switch_to_hnsw(monkeypatch):
 
 def test_float16_storage_keeps_rankings_close():
     idx32, *_ = build(n=300)
-    idx16, *_ = build(n=300, sample_dtype="float16")
+    idx16, *_ = build(n=300, sample_storage="float16")
     qm, qs = queries(20)
     r32 = idx32.search_exact(qm, qs, k=5, fingerprint=idx32.fingerprint)
     r16 = idx16.search_exact(qm, qs, k=5, fingerprint=idx16.fingerprint)
     np.testing.assert_allclose(r16.distances, r32.distances, rtol=2e-3)
     assert np.mean(r16.ids[:, 0] == r32.ids[:, 0]) >= 0.9
-    assert idx16.samples().dtype == np.float16
+    assert idx16.stored().dtype == np.float16 and idx16.samples().dtype == np.float16
 
 
 # -- persistence ----------------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_save_load_round_trip_gives_identical_results(tmp_path, factory):
         np.testing.assert_array_equal(after.metadata[name], before.metadata[name])
     assert loaded.ef_search == 40 and loaded.match_params == idx.match_params and loaded.ntotal == 300
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    assert manifest["format"] == "prpose-index" and manifest["version"] == 3
+    assert manifest["format"] == "prpose-index" and manifest["version"] == storage.FORMAT_VERSION
     assert manifest["candidate_vectors"] == "moments"
     assert manifest["faiss_factory"] == ("Flat" if factory == "Flat" else factory)
     assert set(manifest["files"]) >= {"means.npy", "samples.npy", "faiss.index", "meta_frame.npy"}
@@ -238,9 +238,9 @@ def test_load_refuses_newer_format_version(tmp_path):
     idx, *_ = build(n=20)
     path = idx.save(tmp_path / "ix")
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["version"] = 4
+    manifest["version"] = storage.FORMAT_VERSION + 1
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(PrposeError, match="version 4"):
+    with pytest.raises(PrposeError, match=f"version {storage.FORMAT_VERSION + 1}.*upgrade prpose"):
         PoseIndex.load(path)
 
 
@@ -671,7 +671,8 @@ def test_version_2_index_loads_and_searches_over_its_means(tmp_path):
     path = idx.save(tmp_path / "ix")
     manifest = _manifest(path)
     manifest["version"] = 2  # what prpose wrote before candidate vectors existed: no field, FAISS over the means
-    del manifest["candidate_vectors"]
+    del manifest["candidate_vectors"], manifest["noise_seed"]  # and samples.npy described by sample_dtype
+    manifest["sample_dtype"] = manifest.pop("sample_storage")
     _reseal(path, manifest)
     loaded = PoseIndex.load(path)
     assert loaded.candidate_vectors == "means" and loaded._faiss.d == D

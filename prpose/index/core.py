@@ -22,7 +22,7 @@ from prpose.errors import PrposeError
 from prpose.index import candidates as cand_stage
 from prpose.index import storage
 from prpose.index.exact import exact_search
-from prpose.index.kernels import rerank_distances, sample_norms, validate_match_params
+from prpose.index.kernels import rerank_distances, validate_match_params
 
 #: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
 REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
@@ -94,8 +94,11 @@ class PoseIndex:
       candidate_vectors: what the candidate stage indexes (`candidates.VECTOR_KINDS`): "moments" (default: each
         entry's sample mean and spread, whose L2 distance is the mean squared sample-pair distance) or "means"
         (the embedding means; indexes saved before format version 3 load with it).
-      sample_dtype: "float32" (default) or "float16" storage of the samples; computation is float32 either way.
-        float16 halves memory (640 B/entry at K=20, D=16) at the cost of ~1e-3 sample rounding.
+      sample_storage: how entries keep their samples (`prpose.index.storage`): "gaussian" (mean + float16 stddev,
+        the K samples regenerated per entry: 96 B/entry with the mean at D=16), "float16" (the samples rounded:
+        64 + 640 B), "float32" (64 + 1,280 B), or "auto" (default): "gaussian" when the first `add` gives
+        `stddevs=`, "float32" when it gives samples. Computation is float32 either way.
+      noise_seed: seed of the regenerated samples ("gaussian" storage).
 
     The FAISS structure is built lazily at the first search/save after `add`, so "auto" sees the real size.
     Search-time knobs, FAISS style: `index.ef_search` (HNSW; None = max(candidates.DEFAULT_EF_SEARCH, number of candidates)) and
@@ -110,7 +113,8 @@ class PoseIndex:
         fingerprint: str,
         profile: str = "input13",
         factory: str = "auto",
-        sample_dtype: str = "float32",
+        sample_storage: str = "auto",
+        noise_seed: int = 0,
         candidate_vectors: str = "moments",
     ):
         where = "PoseIndex"
@@ -122,15 +126,19 @@ class PoseIndex:
             raise PrposeError(f"{where}: fingerprint={fingerprint!r}, expected a non-empty string")
         if not isinstance(factory, str) or not factory:
             raise PrposeError(f"{where}: factory={factory!r}, expected 'auto' or a FAISS factory string")
-        if sample_dtype not in storage.SAMPLE_DTYPES:
-            raise PrposeError(f"{where}: sample_dtype={sample_dtype!r}, expected one of {storage.SAMPLE_DTYPES}")
+        if sample_storage not in ("auto", *storage.SAMPLE_STORAGES):
+            raise PrposeError(f"{where}: sample_storage={sample_storage!r}, expected 'auto' or one of "
+                              f"{storage.SAMPLE_STORAGES}")
+        if isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer)) or noise_seed < 0:
+            raise PrposeError(f"{where}: noise_seed={noise_seed!r}, expected an integer >= 0")
         self.embedding_dim = int(embedding_dim)
         self.num_samples = int(num_samples)
         self.match_params = validate_match_params(match_params, where)
         self.fingerprint = fingerprint
         self.profile = str(profile)
         self.factory = factory
-        self.sample_dtype = sample_dtype
+        self.sample_storage = sample_storage
+        self.noise_seed = int(noise_seed)
         if candidate_vectors not in cand_stage.VECTOR_KINDS:
             raise PrposeError(f"{where}: candidate_vectors={candidate_vectors!r}, expected one of "
                               f"{cand_stage.VECTOR_KINDS}")
@@ -140,12 +148,11 @@ class PoseIndex:
         if factory != "auto":
             cand_stage.make_faiss(self._vector_dim, factory)  # fail now, not at the first search, on a bad factory
         self._means: list[np.ndarray] = []
-        self._samples: list[np.ndarray] = []
+        self._stored: list[np.ndarray] = []  # per add: stddevs (n, D) float16 ("gaussian") or samples (n, K, D)
         self._metadata: dict[str, list[np.ndarray]] | None = None
         self._count = 0
         self._faiss = None
         self._faiss_factory: str | None = None
-        self._sample_norms: np.ndarray | None = None
         self._vectors: np.ndarray | None = None  # candidate vectors of every entry, built with the FAISS stage
 
     # -- basic properties ---------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ class PoseIndex:
     def __repr__(self) -> str:
         return (
             f"PoseIndex(ntotal={self._count}, embedding_dim={self.embedding_dim}, num_samples={self.num_samples}, "
-            f"factory={self.factory!r} -> {self.faiss_factory!r}, sample_dtype={self.sample_dtype!r}, "
+            f"factory={self.factory!r} -> {self.faiss_factory!r}, sample_storage={self.sample_storage!r}, "
             f"fingerprint={self.fingerprint!r})"
         )
 
@@ -184,11 +191,29 @@ class PoseIndex:
         return self._means[0] if self._means else np.zeros((0, self.embedding_dim), np.float32)
 
     def samples(self) -> np.ndarray:
-        """All stored samples (N, K, D) in the storage dtype."""
+        """All samples (N, K, D): as stored (float32/float16), or regenerated in float32 ("gaussian": that is
+        N x K x D x 4 bytes at once; `entry_samples` gives parts)."""
+        if self.sample_storage == "gaussian":
+            return self.entry_samples(np.arange(self._count))
+        stored = self.stored()
+        return stored if stored is not None else np.zeros((0, self.num_samples, self.embedding_dim), np.float32)
+
+    def stored(self) -> np.ndarray | None:
+        """What the index keeps besides the means: stddevs (N, D) float16 ("gaussian") or samples (N, K, D);
+        None while the index is empty."""
         self._consolidate()
-        if self._samples:
-            return self._samples[0]
-        return np.zeros((0, self.num_samples, self.embedding_dim), self.sample_dtype)
+        return self._stored[0] if self._stored else None
+
+    def entry_samples(self, ids) -> np.ndarray:
+        """Samples of the entries `ids` (any shape S, valid ids) -> (*S, K, D) float32."""
+        ids = np.asarray(ids, np.int64)
+        flat = ids.ravel()
+        stored = self.stored()
+        if self.sample_storage == "gaussian":
+            out = storage.regenerate_samples(self.means()[flat], stored[flat], self.num_samples, self.noise_seed)
+        else:
+            out = stored[flat].astype(np.float32, copy=False)
+        return out.reshape(*ids.shape, self.num_samples, self.embedding_dim)
 
     def metadata(self) -> dict[str, np.ndarray]:
         """All stored metadata, field -> (N, ...)."""
@@ -198,6 +223,8 @@ class PoseIndex:
     # -- adding -------------------------------------------------------------------------------------------
 
     def _check_embeddings(self, means, samples, where, name_means, name_samples):
+        """means (N, D) and samples (N, K, D) -- or, when name_samples is "stddevs", stddevs (N, D) >= 0 -- as
+        checked contiguous float32 arrays."""
         try:
             m = np.asarray(means)
             s = np.asarray(samples)
@@ -209,9 +236,10 @@ class PoseIndex:
         d, k = self.embedding_dim, self.num_samples
         if m.ndim != 2 or m.shape[1] != d:
             raise PrposeError(f"{where}: {name_means} has shape {m.shape}, expected (N, {d})")
-        if s.ndim != 3 or s.shape[1:] != (k, d) or s.shape[0] != m.shape[0]:
+        per_entry = (d,) if name_samples == "stddevs" else (k, d)
+        if s.shape != (m.shape[0], *per_entry):
             raise PrposeError(
-                f"{where}: {name_samples} has shape {s.shape}, expected ({m.shape[0]}, {k}, {d}) to match "
+                f"{where}: {name_samples} has shape {s.shape}, expected {(m.shape[0], *per_entry)} to match "
                 f"{name_means} {m.shape} and the index (K={k}, D={d})"
             )
         m = np.ascontiguousarray(m, np.float32)
@@ -276,40 +304,56 @@ class PoseIndex:
                     )
         return out
 
-    def add(self, means, samples, metadata=None) -> np.ndarray:
+    def add(self, means, samples=None, metadata=None, *, stddevs=None) -> np.ndarray:
         """Append N entries; returns their ids (N,) int64.
 
-        means: (N, D) embedding means (stage 1 searches these); samples: (N, K, D) the K samples that define the
-        match distance; metadata: dict field -> (N, ...) or a structured array with at least
-        source, subject, sequence, frame, camera (pose3d (N, 17, 3) and other fields optional), or None when the
-        index carries no metadata. Object arrays are stored as strings.
+        means: (N, D) embedding means (stage 1 searches these); then either stddevs: (N, D) the embeddings'
+        standard deviations ("gaussian" storage: the K samples that define the match distance are regenerated
+        from mean and stddev) or samples: (N, K, D) the K samples themselves ("float32"/"float16" storage);
+        metadata: dict field -> (N, ...) or a structured array with at least source, subject, sequence, frame,
+        camera (pose3d (N, 17, 3) and other fields optional), or None when the index carries no metadata. Object
+        arrays are stored as strings.
         """
         where = "PoseIndex.add"
-        m, s = self._check_embeddings(means, samples, where, "means", "samples")
+        if (samples is None) == (stddevs is None):
+            raise PrposeError(f"{where}: give either samples (N, K, D) or stddevs= (N, D), not "
+                              f"{'both' if samples is not None else 'neither'}")
+        if self.sample_storage == "auto":
+            self.sample_storage = "gaussian" if stddevs is not None else "float32"
+        gaussian = self.sample_storage == "gaussian"
+        if gaussian != (stddevs is not None):
+            raise PrposeError(
+                f"{where}: the index keeps {self.sample_storage!r} storage, which needs "
+                f"{'stddevs= (N, D)' if gaussian else 'samples (N, K, D)'}; got "
+                f"{'stddevs' if stddevs is not None else 'samples'}"
+            )
+        name = "stddevs" if gaussian else "samples"
+        m, s = self._check_embeddings(means, stddevs if gaussian else samples, where, "means", name)
         meta = self._check_metadata(metadata, len(m), where)
+        if gaussian and s.size and s.min() < 0:
+            raise PrposeError(f"{where}: stddevs has negative values (min {s.min():.4g}); expected >= 0")
         if self._count == 0:
             self._metadata = None if meta is None else {name: [] for name in meta}
-        if self.sample_dtype == "float16":
-            limit = float(np.finfo(np.float16).max)
-            if s.size and np.abs(s).max() > limit:
-                raise PrposeError(
-                    f"{where}: samples reach |{np.abs(s).max():.4g}|, beyond float16 range {limit}; "
-                    "use sample_dtype='float32'"
-                )
+        dtype = np.float16 if self.sample_storage in ("gaussian", "float16") else np.float32
+        limit = float(np.finfo(np.float16).max)
+        if dtype == np.float16 and s.size and np.abs(s).max() > limit:
+            raise PrposeError(
+                f"{where}: {name} reach |{np.abs(s).max():.4g}|, beyond float16 range {limit}; "
+                "use sample_storage='float32'"
+            )
         ids = np.arange(self._count, self._count + len(m), dtype=np.int64)
         self._means.append(m)
-        self._samples.append(s.astype(self.sample_dtype, copy=False))
+        self._stored.append(s.astype(dtype, copy=False))
         if meta is not None:
             for name, arr in meta.items():
                 self._metadata[name].append(arr)
         self._count += len(m)
-        self._sample_norms = None
         return ids
 
     def _consolidate(self):
         if len(self._means) > 1:
             self._means = [np.concatenate(self._means)]
-            self._samples = [np.concatenate(self._samples)]
+            self._stored = [np.concatenate(self._stored)]
             for name in self._metadata or {}:
                 self._metadata[name] = [np.concatenate(self._metadata[name])]
 
@@ -319,7 +363,13 @@ class PoseIndex:
         """Build (or extend) the candidate vectors and the FAISS index over them so that they hold every entry."""
         done = 0 if self._vectors is None else len(self._vectors)
         if done < self._count:
-            new = cand_stage.entry_vectors(self.means()[done:], self.samples()[done:], self.candidate_vectors)
+            # In blocks: "gaussian" storage regenerates the samples the moments are taken over.
+            def part(lo, step=1 << 16):
+                hi = min(lo + step, self._count)
+                samples = None if self.candidate_vectors == "means" else self.entry_samples(np.arange(lo, hi))
+                return cand_stage.entry_vectors(self.means()[lo:hi], samples, self.candidate_vectors)
+
+            new = np.concatenate([part(lo) for lo in range(done, self._count, 1 << 16)])
             self._vectors = new if self._vectors is None else np.concatenate([self._vectors, new])
         resolved = cand_stage.resolve_factory(self.factory, self._count)
         if self._faiss is not None and self._faiss_factory == resolved:
@@ -393,7 +443,6 @@ class PoseIndex:
         Returns (distances (Q, min(k, C)) float64 ascending, +inf for none; ids (Q, min(k, C)) int64).
         """
         a, b, s = self.match_params
-        samples = self.samples()
         nq, num = cand.shape
         keep = min(k, num)
         rows = max(1, _PAIR_BUDGET // max(num, 1))
@@ -406,7 +455,7 @@ class PoseIndex:
             for clo in range(0, num, cols):
                 c = cand[lo:hi, clo : clo + cols]
                 valid = c >= 0
-                x = samples[np.where(valid, c, 0)]
+                x = self.entry_samples(np.where(valid, c, 0))
                 d = np.where(valid, rerank_distances(qs[lo:hi], x, a, b, s), np.inf)
                 best_d, best_i = _best(np.concatenate([best_d, d], axis=1), np.concatenate([best_i, c], axis=1), keep)
             out_d[lo:hi], out_i[lo:hi] = best_d, best_i
@@ -445,10 +494,15 @@ class PoseIndex:
         """
         where = "PoseIndex.search_exact"
         _, qs, k = self._check_query(query_means, query_samples, k, fingerprint, where)
-        samples = self.samples()
-        if self._sample_norms is None:
-            self._sample_norms = sample_norms(samples)
-        d, ids = exact_search(samples, self._sample_norms, qs, k, self.match_params)
+        if self.sample_storage == "gaussian":
+            def block(lo, hi):
+                return self.entry_samples(np.arange(lo, hi))
+        else:
+            stored = self.stored()
+
+            def block(lo, hi):
+                return stored[lo:hi]
+        d, ids = exact_search(block, self._count, qs, k, self.match_params)
         return self._top_k(d, ids, k)
 
     # -- persistence --------------------------------------------------------------------------------------
@@ -460,8 +514,9 @@ class PoseIndex:
         gives its run directory and fingerprint), written as model.json in the same atomic replace. It is not
         hashed: a user may edit it (for example after moving the run directory).
 
-        Layout: manifest.json (written last), faiss.index (faiss.write_index), means.npy (N, D) float32,
-        samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field. The manifest lists every file
+        Layout (`prpose.index.storage`): manifest.json (written last), faiss.index (faiss.write_index), means.npy
+        (N, D) float32, stddevs.npy (N, D) float16 ("gaussian") or samples.npy (N, K, D) float32/float16,
+        meta_<field>.npy per metadata field. The manifest lists every file
         with its size and SHA-256 and carries manifest_sha256, the SHA-256 of its own other fields. An existing
         index at `directory` is replaced only once the new one is complete; anything else there (a prepared
         dataset, a folder of documents) is refused with a PrposeError, and so is a second concurrent writer.
@@ -475,14 +530,19 @@ class PoseIndex:
             "match_params": {"a": a, "b": b, "smoothing": s},
             "factory": self.factory,
             "count": self._count,
-            "sample_dtype": self.sample_dtype,
+            "sample_storage": self.sample_storage,
+            "noise_seed": self.noise_seed,
             "candidate_vectors": self.candidate_vectors,
             "search": {"ef_search": self.ef_search, "nprobe": self.nprobe},
         }
         faiss_index = self._ensure_faiss() if self._count > 0 else None
         settings["faiss_factory"] = self._faiss_factory
-        return storage.write_index(directory, settings, self.means(), self.samples(), self.metadata(), faiss_index,
-                                   model_ref)
+        stored = self.stored()
+        if stored is None:  # empty ("auto" may still be unresolved: stored as float32 samples, kept "auto")
+            gaussian = self.sample_storage == "gaussian"
+            stored = np.zeros((0, self.embedding_dim) if gaussian else (0, self.num_samples, self.embedding_dim),
+                              np.float16 if self.sample_storage in ("gaussian", "float16") else np.float32)
+        return storage.write_index(directory, settings, self.means(), stored, self.metadata(), faiss_index, model_ref)
 
     @classmethod
     def load(cls, directory, expected_fingerprint: str | None = None, verify: bool = True) -> "PoseIndex":
@@ -498,7 +558,7 @@ class PoseIndex:
         """
         index, stored = storage.read_index(directory, cls._from_manifest, expected_fingerprint, verify)
         if len(stored.means):
-            index._means, index._samples = [stored.means], [stored.samples]
+            index._means, index._stored = [stored.means], [stored.stored]
             index._metadata = {name: [values] for name, values in stored.metadata.items()} if stored.metadata else None
             index._count = len(stored.means)
         index.ef_search = stored.search.get("ef_search")
@@ -509,11 +569,16 @@ class PoseIndex:
     @classmethod
     def _from_manifest(cls, m: dict) -> "PoseIndex":
         return cls(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"], profile=m["profile"],
-                   factory=m["factory"], sample_dtype=m["sample_dtype"], candidate_vectors=m["candidate_vectors"])
+                   factory=m["factory"], sample_storage=m["sample_storage"], noise_seed=m["noise_seed"],
+                   candidate_vectors=m["candidate_vectors"])
 
 
 def _best(dist, ids, k):
-    """The k smallest of each row by (distance, id): dist (Q, W), ids (Q, W) (-1 = none) -> both (Q, min(k, W))."""
+    """The k smallest of each row by (distance, id): dist (Q, W), ids (Q, W) (-1 = none) -> both (Q, min(k, W)).
+
+    Distances are compared as reported, in float32 (the re-rank computes in float32; further digits are rounding):
+    equal reported distances are ordered by id, so merged shards order hits like one index."""
+    dist = dist.astype(np.float32).astype(np.float64)
     tie = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
     order = np.lexsort((tie, dist), axis=-1)[:, :k]
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(ids, order, axis=1)

@@ -1,19 +1,35 @@
-"""The index's storage: format "prpose-index" version 3 (reads 2), its constants, writing, and checked reading.
+"""The index's storage: how entries keep their samples, and format "prpose-index" version 4 on disk.
 
-A directory: manifest.json (written last; `files` lists every other file, faiss.index included, with size +
-SHA-256; `manifest_sha256` = SHA-256 of the manifest's other fields as canonical JSON), faiss.index (the candidate
-stage), means.npy (N, D) float32, samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field, and
-model.json (not hashed: the model that built the index, written by `prpose index build` in the same atomic
-replace). Version 3 adds `candidate_vectors` (what faiss.index holds: "moments", see prpose.index.candidates);
-a version 2 index (FAISS over the means) loads as "means" and searches as before. Writing goes through `prpose.atomic.replacing` (lock, temp directory, swap). Reading takes only these
-names, never symbolic links, each file once through one directory descriptor (hashed and parsed from the same
-bytes), so a rebuild in place cannot mix two builds. Version 1 indexes are refused with "rebuild".
+Entries. An entry is a Gaussian embedding (mean, stddev) whose match distance is computed from K samples. The
+index keeps them as one of `SAMPLE_STORAGES`:
+  * "gaussian" (what `prpose index build` writes): the mean (float32, which the candidate stage needs anyway)
+    and the stddev (float16); the K samples are regenerated whenever needed by `regenerate_samples`, a fixed
+    function of the entry's own mean and stddev: 32 bytes per entry beyond the mean instead of 1,280 (float32
+    samples at K = 20, D = 16). The samples are other draws from the same Gaussians than the embedder's, so
+    the ranking equals the stored-samples ranking up to the Monte Carlo noise of K = 20 samples, which two
+    float32 builds with different sample keys show as well (bench/bench_index_storage.py measures both);
+  * "float16" / "float32": the samples as given (640 / 1,280 bytes per entry).
+
+On disk, a directory: manifest.json (written last; `files` lists every other file, faiss.index included, with size
++ SHA-256; `manifest_sha256` = SHA-256 of the manifest's other fields as canonical JSON), faiss.index (the
+candidate stage), means.npy (N, D) float32, then stddevs.npy (N, D) float16 ("gaussian", with "noise_seed" in the
+manifest) or samples.npy (N, K, D) float32/float16, meta_<field>.npy per metadata field, and model.json (not
+hashed: the model that built the index, written by `prpose index build` in the same atomic replace). Writing goes
+through `prpose.atomic.replacing` (lock, temp directory, swap). Reading takes only these names, never symbolic
+links, each file once through one directory descriptor (hashed and parsed from the same bytes), so a rebuild in
+place cannot mix two builds.
+
+Versions: 4 has "sample_storage" (replacing "sample_dtype") and the gaussian storage; 3 added
+`candidate_vectors` (what faiss.index holds: "moments", see prpose.index.candidates). Versions 2 and 3 (samples.npy,
+float32/float16) still load, as float32/float16 storage; a version 2 index (FAISS over the means) loads as
+"means" and searches as before. Saving writes version 4. Version 1 indexes are refused with "rebuild".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -33,45 +49,119 @@ from prpose.index.candidates import VECTOR_KINDS, resolve_factory, vector_dim
 FORMAT_NAME = "prpose-index"
 #: 2: every file (faiss.index included) hashed and confined to the directory; the manifest hashes itself.
 #: 3: `candidate_vectors` names what faiss.index holds (version 2: always the means).
-FORMAT_VERSION = 3
-#: The oldest version this prpose reads.
+#: 4: "sample_storage" (gaussian: means + stddevs.npy + noise_seed; or samples.npy) instead of "sample_dtype".
+FORMAT_VERSION = 4
+#: The oldest version this prpose reads (2 and 3: samples.npy, read as float32/float16 storage).
 OLDEST_READABLE_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "faiss.index"
 #: Written beside the index files by `prpose index build`: the model (run directory) that built it.
 MODEL_REF = "model.json"
-#: How samples may be stored (computation is float32 either way).
-SAMPLE_DTYPES = ("float32", "float16")
+#: How entries keep their samples (computation is float32 either way); see the module docstring.
+SAMPLE_STORAGES = ("gaussian", "float16", "float32")
+#: Rows of the noise table that `regenerate_samples` draws from (NOISE_ROWS x K x D float32: 5 MB at K=20, D=16).
+NOISE_ROWS = 4096
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 _MANIFEST_MAX_BYTES = 16 << 20
 _LOAD_ATTEMPTS = 50  # re-reads when a concurrent save replaces the directory while it is read
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Regenerated samples (the "gaussian" storage)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (a bijection; every output bit depends on every input bit)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=4)
+def noise_table(num_samples: int, dim: int, seed: int = 0) -> np.ndarray:
+    """(NOISE_ROWS, K, D) float32 standard normal values, a fixed function of (K, D, seed): Box-Muller on
+    SplitMix64 of a counter, in float64 (NumPy's Generator streams may change between NumPy versions). Read-only."""
+    count = NOISE_ROWS * num_samples * dim
+    with np.errstate(over="ignore"):
+        bits = _mix64(np.arange((count + 1) // 2, dtype=np.uint64) + _mix64(np.uint64(seed) * _GOLDEN))
+    u1 = ((bits >> np.uint64(32)).astype(np.float64) + 1.0) / 2.0**32  # (0, 1]
+    angle = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2.0 * np.pi / 2.0**32)
+    radius = np.sqrt(-2.0 * np.log(u1))
+    table = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+    table = table.astype(np.float32).reshape(NOISE_ROWS, num_samples, dim)
+    table.flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=4)
+def _hash_coefficients(dim: int, seed: int) -> np.ndarray:
+    """Odd 64-bit multipliers, one per dimension, of the mean hash in `regenerate_samples`."""
+    with np.errstate(over="ignore"):
+        return _mix64(np.arange(1, dim + 1, dtype=np.uint64) * _GOLDEN + np.uint64(seed)) | np.uint64(1)
+
+
+def regenerate_samples(means, stddevs, num_samples: int, seed: int = 0) -> np.ndarray:
+    """The K samples of Gaussian entries: means (n, D) float32, stddevs (n, D) -> (n, K, D) float32.
+
+    sample_k = mean + stddev * sign * T[row, k], with T = `noise_table(K, D, seed)`, and per entry a row and D
+    random signs taken from a 64-bit hash of the mean's float32 bits. So an entry's samples depend only on its
+    own mean and stddev (not on its id, batch or shard: a sharded build equals a single one), each entry's
+    samples are exact N(mean, stddev^2) draws, and entries rarely share noise (NOISE_ROWS x 2^D patterns).
+    Costs about as much as gathering stored samples (bench/bench_index_storage.py).
+    """
+    m = np.ascontiguousarray(means, np.float32)
+    n, dim = m.shape
+    with np.errstate(over="ignore"):
+        h = _mix64((m.view(np.uint32).astype(np.uint64) * _hash_coefficients(dim, seed)).sum(axis=1, dtype=np.uint64))
+        words = np.stack([h] + [_mix64(h + np.uint64(j) * _GOLDEN) for j in range(1, -(-dim // 48))], axis=1)
+    rows = (h % np.uint64(NOISE_ROWS)).astype(np.intp)
+    bit = np.arange(dim)
+    negative = (words[:, bit // 48] >> (np.uint64(16) + (bit % 48).astype(np.uint64))) & np.uint64(1)
+    scale = np.asarray(stddevs, np.float32) * (1.0 - 2.0 * negative.astype(np.float32))  # (n, D)
+    out = noise_table(num_samples, dim, seed)[rows]  # (n, K, D), a fresh array
+    out *= scale[:, None, :]
+    out += m[:, None, :]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing and reading
+
+
 @dataclasses.dataclass
 class StoredArrays:
-    """What `read_index` reads besides the manifest: means (N, D), samples (N, K, D), metadata field -> (N, ...),
-    the deserialised FAISS index (None when the index is empty) and the search settings saved with it."""
+    """What `read_index` reads besides the manifest: means (N, D), the stored sample part (stddevs (N, D) float16
+    for "gaussian" storage, else samples (N, K, D)), metadata field -> (N, ...), the deserialised FAISS index
+    (None when the index is empty) and the search settings saved with it."""
 
     means: np.ndarray
-    samples: np.ndarray
+    stored: np.ndarray
     metadata: dict[str, np.ndarray]
     faiss_index: Any
     faiss_factory: str | None
     search: dict[str, int | None]
 
 
-def write_index(directory, settings: Mapping[str, Any], means, samples, metadata: Mapping[str, np.ndarray],
+def _stored_file(sample_storage: str) -> str:
+    return "stddevs.npy" if sample_storage == "gaussian" else "samples.npy"
+
+
+def write_index(directory, settings: Mapping[str, Any], means, stored, metadata: Mapping[str, np.ndarray],
                 faiss_index, model_ref: Mapping | None = None) -> pathlib.Path:
     """Write an index to `directory` atomically; an existing prpose index there is replaced, anything else refused.
 
     settings: the manifest's index fields (fingerprint, profile, embedding_dim, num_samples, match_params
-    {a, b, smoothing}, factory, faiss_factory, candidate_vectors, count, sample_dtype, search {ef_search, nprobe});
-    means (N, D) float32; samples (N, K, D); metadata field -> (N, ...); faiss_index: the candidate stage (None
-    when the index is empty); model_ref: optional JSON-able description of the model, written as model.json.
+    {a, b, smoothing}, factory, faiss_factory, candidate_vectors, count, sample_storage, noise_seed, search
+    {ef_search, nprobe}); means (N, D) float32; stored: stddevs (N, D) float16 ("gaussian") or samples (N, K, D);
+    metadata field -> (N, ...); faiss_index: the candidate stage (None when the index is empty); model_ref:
+    optional JSON-able description of the model, written as model.json.
     """
     target = pathlib.Path(directory)
     with atomic.replacing(target, is_ours=is_index_dir, kind="prpose index") as tmp:
-        files = {"means.npy": means, "samples.npy": samples}
+        files = {"means.npy": means, _stored_file(settings["sample_storage"]): stored}
         for name, values in metadata.items():
             files[f"meta_{name}.npy"] = values
         for fname, arr in files.items():
@@ -106,7 +196,7 @@ def read_index(directory, make_index: Callable[[dict], Any], expected_fingerprin
     """Read and check an index written by `write_index` -> (make_index(manifest), StoredArrays).
 
     make_index: builds the (empty) index object from the parsed manifest (fingerprint, profile, embedding_dim,
-    num_samples, match_params (a, b, s), factory, sample_dtype, candidate_vectors, ...), raising PrposeError for values it refuses
+    num_samples, match_params (a, b, s), factory, sample_storage, noise_seed, candidate_vectors, ...), raising PrposeError for values it refuses
     (the error is prefixed with the manifest's path). expected_fingerprint: refuse an index built with another
     model. verify: check every file's SHA-256 (sizes, file names and the manifest's own checksum are always
     checked). A save interrupted between its two renames is repaired first (prpose.atomic.recover).
@@ -159,7 +249,10 @@ def _read_from(root: pathlib.Path, dfd: int, make_index, expected_fingerprint, v
         return arr
 
     means = array("means.npy", (count, dim), np.float32)
-    samples = array("samples.npy", (count, k, dim), m["sample_dtype"])
+    if m["sample_storage"] == "gaussian":
+        stored = array("stddevs.npy", (count, dim), np.float16)
+    else:
+        stored = array("samples.npy", (count, k, dim), "float32" if m["sample_storage"] == "auto" else m["sample_storage"])
     meta = {name: array(f"meta_{name}.npy", (count, *info["shape"]), info["dtype"])
             for name, info in m["metadata_fields"].items()}
     fidx = None
@@ -178,7 +271,7 @@ def _read_from(root: pathlib.Path, dfd: int, make_index, expected_fingerprint, v
                 f"{root / FAISS_FILE}: FAISS index has {fidx.ntotal} vectors of dim {fidx.d}, "
                 f"expected {count} of dim {want}"
             )
-    return index, StoredArrays(means, samples, meta, fidx, m["faiss_factory"] if fidx is not None else None,
+    return index, StoredArrays(means, stored, meta, fidx, m["faiss_factory"] if fidx is not None else None,
                                m["search"])
 
 
@@ -192,7 +285,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def is_index_dir(path) -> bool:
     """Whether `path` holds a prpose index and nothing else: its manifest.json names format "prpose-index" and
     every entry is one of the index's own regular files (manifest.json, model.json, faiss.index, means.npy,
-    samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a directory."""
+    stddevs.npy, samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a directory."""
     path = pathlib.Path(path)
     try:
         with open(path / MANIFEST, "rb") as fh:
@@ -202,7 +295,7 @@ def is_index_dir(path) -> bool:
         return False
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         return False
-    own = {MANIFEST, MODEL_REF, FAISS_FILE, "means.npy", "samples.npy"}
+    own = {MANIFEST, MODEL_REF, FAISS_FILE, "means.npy", "stddevs.npy", "samples.npy"}
     return all((e.name in own or _META_FILE.fullmatch(e.name)) and e.is_file(follow_symlinks=False) for e in entries)
 
 
@@ -313,10 +406,20 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
 
     out = {"count": integer("count", 0), "embedding_dim": integer("embedding_dim", 1),
            "num_samples": integer("num_samples", 1)}
-    for key in ("fingerprint", "profile", "factory", "sample_dtype"):
+    for key in ("fingerprint", "profile", "factory", "sample_dtype" if version < 4 else "sample_storage"):
         if not isinstance(manifest.get(key), str):
             raise bad(key, "a string")
         out[key] = manifest[key]
+    if version < 4:  # samples.npy in that dtype: the float32 / float16 storage of version 4
+        out["sample_storage"] = out.pop("sample_dtype")
+        if out["sample_storage"] not in ("float32", "float16"):
+            raise bad("sample_dtype", "'float32' or 'float16'")
+    elif out["sample_storage"] not in SAMPLE_STORAGES and not (out["sample_storage"] == "auto" and out["count"] == 0):
+        raise bad("sample_storage", f"one of {list(SAMPLE_STORAGES)} ('auto' only in an empty index)")
+    out["noise_seed"] = manifest.get("noise_seed", 0)
+    if out["sample_storage"] == "gaussian" and not (
+            isinstance(out["noise_seed"], int) and not isinstance(out["noise_seed"], bool) and out["noise_seed"] >= 0):
+        raise bad("noise_seed", "an integer >= 0")
     params = manifest.get("match_params")
     if not isinstance(params, dict) or not all(
         isinstance(params.get(p), (int, float)) and not isinstance(params.get(p), bool) for p in ("a", "b", "smoothing")
@@ -361,7 +464,7 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise bad("files", "an object file name -> {size, sha256}")
-    wanted = {"means.npy", "samples.npy", *(f"meta_{name}.npy" for name in fields)}
+    wanted = {"means.npy", _stored_file(out["sample_storage"]), *(f"meta_{name}.npy" for name in fields)}
     wanted |= {FAISS_FILE} if out["faiss_file"] else set()
     for name, info in files.items():
         if name not in wanted:
@@ -377,7 +480,22 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
         raise PrposeError(f"{mpath}: files lacks {missing}; every file of the index must be listed with its SHA-256")
     out["files"] = files
     out["fingerprint"] = manifest["fingerprint"]
+    out["manifest_sha256"] = manifest["manifest_sha256"]
     return out
+
+
+def read_manifest(directory) -> dict:
+    """The checked manifest of the index in `directory` (as `read_index` parses it, with "manifest_sha256"),
+    without reading its arrays. Raises PrposeError naming the file."""
+    root = pathlib.Path(directory)
+    atomic.recover(root, is_index_dir)
+    dfd = atomic.open_dir(root, "a prpose index directory (written by `prpose index build`)")
+    try:
+        return _parse_manifest(_read_file(dfd, root, MANIFEST, limit=_MANIFEST_MAX_BYTES), root / MANIFEST)
+    except _Vanished:
+        raise PrposeError(f"{root}: no {MANIFEST}; not a prpose index (or an interrupted save)") from None
+    finally:
+        os.close(dfd)
 
 
 def _write_manifest(path: pathlib.Path, manifest: dict) -> None:

@@ -1,0 +1,168 @@
+"""Bytes per index entry against ranking quality: how the samples are stored, and which FAISS candidate stage.
+
+    .venv/bin/python bench/bench_index_storage.py                        # 200,000 synthetic entries
+    .venv/bin/python bench/bench_index_storage.py --size 20000 --reference-samples 400   # + the large-K reference
+
+Part 1, sample storage (exact "Flat" candidate stage, so that only the storage differs). Each entry is a Gaussian
+(mean, stddev); the index keeps its K = 20 samples as
+  * float32  - the samples drawn once at embedding time (what the index stored before; the baseline),
+  * float16  - the same samples rounded to float16,
+  * gaussian - mean (float32, the candidate stage needs it anyway) + stddev (float16); the K samples are
+               regenerated from a per-entry noise keyed by the mean's bits (prpose.index.storage),
+  * float32, another draw - the same Gaussians sampled with another key: what rebuilding a float32 index with
+               another sample key gives (the Monte Carlo noise floor of K = 20 samples).
+For each: bytes per entry of the sample part, the exact ranking on it against the exact ranking on the float32
+samples (recall@1 / recall@k on --exact-queries queries), optionally against a large-K reference (the entries'
+Gaussians with --reference-samples samples each: closer to the ranking by the true match probability), the
+two-stage search against its own exact ranking, and batched queries/s with its ratio to float32 (same run).
+
+Part 2, candidate stage (gaussian storage): FAISS structures over the means: build s, FAISS bytes per entry,
+recall of the two-stage search against the exact ranking, queries/s. Part 3: bytes per entry of every
+combination and what 10M entries take (16 GiB budget).
+
+Synthetic embeddings: bench/bench_index.py's clustered Gaussian mixture (the queries' samples are float32 draws).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# bench_index sets the BLAS/OpenMP threads from --threads before numpy starts its pools.
+from bench_index import DEFAULT_MATCH, faiss_bytes, recall, synthetic
+
+import numpy as np  # noqa: E402
+
+from prpose.index import PoseIndex  # noqa: E402
+from prpose.index.kernels import rerank_distances  # noqa: E402
+
+GIB = 1 << 30
+
+
+def reference_ranking(means, stddevs, query_samples, k, num_samples, match, seed=1, block=1000):
+    """Exact top-k ids (Q, k) when every entry is represented by `num_samples` fresh samples of its Gaussian."""
+    a, b, s = match
+    n = len(means)
+    d = np.empty((len(query_samples), n))
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        eps = np.random.default_rng([seed, lo]).standard_normal((hi - lo, num_samples, means.shape[1]), np.float32)
+        x = means[lo:hi, None] + stddevs[lo:hi, None] * eps
+        for qi, q in enumerate(query_samples):
+            d[qi, lo:hi] = rerank_distances(q[None], x[None], a, b, s)[0]
+    return np.stack([np.lexsort((np.arange(n), row))[:k] for row in d])
+
+
+def batched_qps(index, qm, qs, k, fingerprint):
+    start = time.perf_counter()
+    ids = np.concatenate([index.search(qm[lo:lo + 1000], qs[lo:lo + 1000], k, fingerprint=fingerprint).ids
+                          for lo in range(0, len(qm), 1000)])
+    return ids, len(qm) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=200_000)
+    p.add_argument("--queries", type=int, default=2000, help="queries timed in batches of 1000")
+    p.add_argument("--exact-queries", type=int, default=100, help="queries ranked exactly (recall reference)")
+    p.add_argument("--reference-samples", type=int, default=0,
+                   help="also rank against every entry's Gaussian with this many samples (0: skip; 400 costs "
+                   "20x the exact ranking)")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--nlist", type=int, default=1024, help="inverted lists of the IVF candidate stages")
+    p.add_argument("--match", type=float, nargs=3, default=DEFAULT_MATCH, metavar=("A", "B", "S"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (read before numpy starts)")
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    (means, stddevs, samples), (qm, _, qs) = synthetic(args.size, args.queries, 16, 20, args.seed, with_stddev=True)
+    n, k, ne, fp, match = len(means), args.k, min(args.exact_queries, args.queries), "synthetic", tuple(args.match)
+    other = means[:, None] + stddevs[:, None] * np.random.default_rng(args.seed + 7).standard_normal(
+        samples.shape, np.float32)
+    print(f"# SYNTHETIC clustered Gaussian embeddings: N={n:,}, {len(qm):,} queries ({ne} ranked exactly), k={k}, "
+          f"D=16, K=20, match (a, b, s)={tuple(round(v, 4) for v in match)}; generated in "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(f"# machine: {os.cpu_count()} cores, {args.threads} thread(s) used, load average {os.getloadavg()[0]:.2f}")
+    sys.stdout.flush()
+
+    # -- part 1: sample storage -----------------------------------------------------------------------------
+    variants = [("float32 (baseline)", "float32", samples), ("float16", "float16", samples),
+                ("gaussian", "gaussian", None), ("float32, another draw", "float32", other)]
+    built, exact = {}, {}
+    for label, storage, x in variants:
+        index = PoseIndex(16, 20, match, fp, factory="Flat", sample_storage=storage)
+        if storage == "gaussian":
+            index.add(means, stddevs=stddevs)
+        else:
+            index.add(means, x)
+        t = time.perf_counter()
+        exact[label] = index.search_exact(qm[:ne], qs[:ne], k, fingerprint=fp).ids
+        print(f"# exact ranking on {label}: {ne / (time.perf_counter() - t):.2f} queries/s", flush=True)
+        built[label] = index
+    ref = None
+    if args.reference_samples:
+        t = time.perf_counter()
+        ref = reference_ranking(means, stddevs, qs[:ne], k, args.reference_samples, match)
+        print(f"# reference: every entry's Gaussian with K={args.reference_samples} samples "
+              f"({time.perf_counter() - t:.0f} s)", flush=True)
+    ref_cols = f" {'R@1 ref':>8} {f'R@{k} ref':>9}" if ref is not None else ""
+    header = (f"{'sample storage':<24} {'B/entry':>8} {'R@1 f32':>8} {f'R@{k} f32':>9}{ref_cols} "
+              f"{'2-stage R@1':>11} {f'R@{k}':>6} {'QPS':>7} {'x f32':>6}")
+    print("\n## part 1: sample storage (Flat candidate stage; B/entry = the samples' part: samples, or stddev "
+          "beside the float32 mean every storage keeps)")
+    print(header)
+    print("-" * len(header))
+    base_qps = None
+    for label, storage, _ in variants:
+        index = built[label]
+        ids, qps = batched_qps(index, qm, qs, k, fp)
+        base_qps = base_qps or qps
+        part = {"float32": 20 * 16 * 4, "float16": 20 * 16 * 2, "gaussian": 16 * 2}[storage]
+        r1, rk = recall(exact[label], exact["float32 (baseline)"], k)
+        refs = "".join(f" {v:>8.3f}" if i == 0 else f" {v:>9.3f}"
+                       for i, v in enumerate(recall(exact[label], ref, k))) if ref is not None else ""
+        s1, sk = recall(ids[:ne], exact[label], k)
+        print(f"{label:<24} {part:>8} {r1:>8.3f} {rk:>9.3f}{refs} {s1:>11.3f} {sk:>6.3f} {qps:>7.0f} "
+              f"{qps / base_qps:>6.2f}", flush=True)
+    if ref is not None:
+        print(f"# R@1 ref / R@{k} ref: recall against the large-K reference; the float32 baseline's own value there "
+              "is the noise of K = 20 samples, which every storage shares")
+
+    # -- part 2: candidate stage ----------------------------------------------------------------------------
+    factories = ["Flat", "HNSW32", f"IVF{args.nlist},Flat", f"IVF{args.nlist},SQ8", f"IVF{args.nlist},PQ8"]
+    print("\n## part 2: candidate stage over the means (gaussian storage; default search settings)")
+    header = f"{'FAISS factory':<20} {'build s':>8} {'FAISS B/entry':>13} {'R@1':>6} {f'R@{k}':>6} {'QPS':>7} {'x Flat':>7}"
+    print(header)
+    print("-" * len(header))
+    faiss_per_entry, flat_qps = {}, None
+    for factory in factories:
+        index = PoseIndex(16, 20, match, fp, factory=factory, sample_storage="gaussian")
+        index.add(means, stddevs=stddevs)
+        t = time.perf_counter()
+        index._ensure_faiss()
+        build = time.perf_counter() - t
+        ids, qps = batched_qps(index, qm, qs, k, fp)
+        flat_qps = flat_qps or qps
+        faiss_per_entry[factory] = faiss_bytes(index) / n
+        r1, rk = recall(ids[:ne], exact["gaussian"], k)
+        print(f"{factory:<20} {build:>8.1f} {faiss_per_entry[factory]:>13.1f} {r1:>6.3f} {rk:>6.3f} {qps:>7.0f} "
+              f"{qps / flat_qps:>7.2f}", flush=True)
+
+    # -- part 3: projection ---------------------------------------------------------------------------------
+    print("\n## part 3: bytes per entry (float32 mean 64 B + sample storage + FAISS; metadata not included) "
+          "and 10M entries")
+    print(f"{'sample storage':<10} {'FAISS factory':<20} {'B/entry':>8} {'10M GiB':>8} {'fits 16 GiB':>11}")
+    for storage, part in (("float32", 1280), ("float16", 640), ("gaussian", 32)):
+        for factory in factories:
+            per = 64 + part + faiss_per_entry[factory]
+            print(f"{storage:<10} {factory:<20} {per:>8.0f} {per * 1e7 / GIB:>8.2f} "
+                  f"{'yes' if per * 1e7 < 16 * GIB else 'no':>11}")
+    print(f"# total wall time {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.2f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
