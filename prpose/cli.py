@@ -26,6 +26,8 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("embed",), "prpose.commands.embed", "embed 2D keypoints with a trained model"),
     (("export",), "prpose.commands.export", "write a training run's weights as a small weights-only model"),
     (("index", "build"), "prpose.commands.index_build", "build a pose index from a prepared dataset"),
+    (("index", "merge"), "prpose.commands.index_merge",
+     "join the shards of `index build --shard I/N` into one index that queries search as one"),
     (("library", "build"), "prpose.commands.library_build",
      "build a compact pose library (distinct 3D poses + their embeddings) for `prpose query`"),
     (("query",), "prpose.commands.query", "find stored poses (an index, or the packaged pose library) that match 2D query poses in 3D"),

@@ -176,11 +176,11 @@ def main(args) -> int:
     poses = read_keypoints(args.input, args.profile)
     library = None
     if args.index:
-        from prpose.index import PoseIndex
+        from prpose.index import load_index
 
         index_dir = pathlib.Path(args.index)
         model = load_model(_model_dir(index_dir, args.model))
-        index = PoseIndex.load(index_dir, expected_fingerprint=model.fingerprint)
+        index = load_index(index_dir, expected_fingerprint=model.fingerprint)  # one index, or merged shards
     else:
         model, library = _packaged_library(args.model)
         index = library

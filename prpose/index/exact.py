@@ -61,7 +61,9 @@ def exact_search(entry_samples: Callable[[int, int], np.ndarray], count: int, qu
 
 
 def _best(d, ids, keep):
-    """The `keep` smallest (distance, id) of one query's distances d (n,) and ids (n,), in that order."""
+    """The `keep` smallest (distance, id) of one query's distances d (n,) and ids (n,), in that order; distances
+    compared as reported, in float32 (like `PoseIndex` orders its hits)."""
+    d = d.astype(np.float32).astype(np.float64)
     if len(d) > keep:
         top = np.argpartition(d, keep - 1)[:keep]
         # Every entry tied with the keep-th distance stays, so that the (distance, id) order decides.
