@@ -5,7 +5,7 @@
 
 Synthetic entries (bench/bench_index.py's clustered Gaussian mixture, means + float16 stddevs; no samples are
 ever drawn for the entries: the index regenerates them), one `PoseIndex.add`, the FAISS candidate stage built
-(--factory, default IVF4096,Flat: HNSW32's graph takes about an hour to build at 10M on this 2-core machine and
+(--factory, default IVF1024,Flat: HNSW32's graph takes about an hour to build at 10M on this 2-core machine and
 4.6x the memory, bench/bench_index_storage.py part 2), optionally saved to --out and loaded back (checksums
 verified). Prints peak RSS of the process (ru_maxrss), the index's bytes per entry in memory (means, stddevs,
 FAISS) and on disk, build / save / load seconds, batched queries/s (k = 20, default candidates), p50 / p99 of
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--exact-queries", type=int, default=20)
     p.add_argument("--single-queries", type=int, default=200)
     p.add_argument("--k", type=int, default=20)
-    p.add_argument("--factory", default="IVF4096,Flat")
+    p.add_argument("--factory", default="IVF1024,Flat")
     p.add_argument("--match", type=float, nargs=3, default=DEFAULT_MATCH, metavar=("A", "B", "S"))
     p.add_argument("--out", default=None, help="save the index here, load it back, then delete it")
     p.add_argument("--seed", type=int, default=0)

