@@ -66,7 +66,8 @@ def test_merged_shards_search_like_one_index(tmp_path):
     np.testing.assert_array_equal(sharded.offsets, [0, 300, 650])
     qm, qs = queries(12)
     # The exact ranking over all shards is the single index's, ids and metadata included.
-    assert_same_hits(sharded.search_exact(qm, qs, 15, fingerprint="m"), single.search_exact(qm, qs, 15, fingerprint="m"))
+    assert_same_hits(sharded.search_exact(qm, qs, 15, fingerprint="m"),
+                     single.search_exact(qm, qs, 15, fingerprint="m"))
     # Two-stage: each shard re-ranks its own candidates; with every entry a candidate it is the same search.
     assert_same_hits(sharded.search(qm, qs, 15, candidates=900, fingerprint="m"),
                      single.search(qm, qs, 15, candidates=900, fingerprint="m"))

@@ -31,7 +31,8 @@ def draw(means, stddevs, k, seed):
 
 
 def recall(found, exact):
-    return np.mean(found[:, 0] == exact[:, 0]), np.mean([len(np.intersect1d(f, e)) / len(e) for f, e in zip(found, exact)])
+    top1 = np.mean(found[:, 0] == exact[:, 0])
+    return top1, np.mean([len(np.intersect1d(f, e)) / len(e) for f, e in zip(found, exact)])
 
 
 # -- regenerated samples --------------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ def read_index(directory, make_index: Callable[[dict], Any], expected_fingerprin
     """Read and check an index written by `write_index` -> (make_index(manifest), StoredArrays).
 
     make_index: builds the (empty) index object from the parsed manifest (fingerprint, profile, embedding_dim,
-    num_samples, match_params (a, b, s), factory, sample_storage, noise_seed, candidate_vectors, ...), raising PrposeError for values it refuses
+    num_samples, match_params (a, b, s), factory, sample_storage, noise_seed, candidate_vectors, ...), raising
+    PrposeError for values it refuses
     (the error is prefixed with the manifest's path). expected_fingerprint: refuse an index built with another
     model. verify: check every file's SHA-256 (sizes, file names and the manifest's own checksum are always
     checked). A save interrupted between its two renames is repaired first (prpose.atomic.recover).
@@ -252,7 +253,8 @@ def _read_from(root: pathlib.Path, dfd: int, make_index, expected_fingerprint, v
     if m["sample_storage"] == "gaussian":
         stored = array("stddevs.npy", (count, dim), np.float16)
     else:
-        stored = array("samples.npy", (count, k, dim), "float32" if m["sample_storage"] == "auto" else m["sample_storage"])
+        dtype = "float32" if m["sample_storage"] == "auto" else m["sample_storage"]
+        stored = array("samples.npy", (count, k, dim), dtype)
     meta = {name: array(f"meta_{name}.npy", (count, *info["shape"]), info["dtype"])
             for name, info in m["metadata_fields"].items()}
     fidx = None
@@ -285,7 +287,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def is_index_dir(path) -> bool:
     """Whether `path` holds a prpose index and nothing else: its manifest.json names format "prpose-index" and
     every entry is one of the index's own regular files (manifest.json, model.json, faiss.index, means.npy,
-    stddevs.npy, samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a directory."""
+    stddevs.npy, samples.npy, meta_<field>.npy). The test `--overwrite` and `save` apply before replacing a
+    directory."""
     path = pathlib.Path(path)
     try:
         with open(path / MANIFEST, "rb") as fh:
