@@ -325,24 +325,25 @@ def main(argv=None) -> int:
     ne = min(args.exact_queries, q)
     base = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory="Flat")
     base.add(means, samples)
-    timed = ne if exact is None else min(args.exact_timed, ne)
+    timed = ne if exact is None and not args.reference_candidates else min(args.exact_timed, ne)
     t, c = time.perf_counter(), time.process_time()
     got = base.search_exact(qm[:timed], qs[:timed], k, fingerprint=fingerprint)
     exact_wall, exact_cpu = (time.perf_counter() - t) / timed, (time.process_time() - c) / timed
-    if args.reference_candidates:
+    cached = exact is not None
+    if not cached and args.reference_candidates:
         exact = pruned_reference(means, samples, qm[:ne], qs[:ne], k, match, fingerprint, args.reference_candidates)
         same = np.mean(exact["ids"][:timed] == got.ids)
         print(f"# reference: exact re-rank of the union of {args.reference_candidates} candidates by mean and by "
               f"moments; equals brute force on the {timed} brute-force queries: {same:.3f} of ids")
-    elif exact is None:
-        exact = {"ids": got.ids, "distances": got.distances}
-        if cache is not None:
-            np.savez(cache / f"exact-{'-'.join(map(str, args.match))}-q{args.exact_queries}-k{args.k}.npz", **exact)
-    else:
+    elif not cached:
+        exact = {"ids": got.ids}
+    if cached:
         assert np.array_equal(got.ids, exact["ids"][:timed]), "cached exact reference differs from this run's"
+    elif cache is not None:
+        np.savez(cache / f"exact-{'-'.join(map(str, args.match))}-q{args.exact_queries}-k{args.k}.npz", **exact)
     exact_ids = exact["ids"]
     print(f"# exact brute force: {1 / exact_wall:.3f} QPS wall, {1 / exact_cpu:.3f} QPS per CPU second (timed on "
-          f"{timed} queries{'; reference ids of ' + str(ne) + ' queries from the cache, checked' if timed < ne else ''})")
+          f"{timed} queries{'; reference ids of ' + str(ne) + ' queries from the cache, checked' if cached else ''})")
     sys.stdout.flush()
 
     header = (f"{'setting':<40} {'build s':>7} {'B/entry':>7} {'QPS':>7} {'QPS/cpu':>8} {'x base':>7} "
