@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         latency.append(time.perf_counter() - t)
         cpu_latency.append(time.process_time() - cpu)
     p50, p99 = np.percentile(np.array(latency) * 1000, [50, 99])
-    print(f"search (k={k}, candidates {max(8 * k, 64)}): batched {qps:.0f} queries/s wall, {cpu_qps:.0f} per CPU "
+    print(f"search (k={k}, default candidates): batched {qps:.0f} queries/s wall, {cpu_qps:.0f} per CPU "
           f"second; single query wall p50 {p50:.2f} ms p99 {p99:.2f} ms, CPU p50 "
           f"{np.median(cpu_latency) * 1000:.2f} ms (wall time includes the machine's other load); peak RSS "
           f"{peak_rss_gib():.2f} GiB", flush=True)
