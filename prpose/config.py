@@ -229,8 +229,9 @@ def _cpu() -> TrainConfig:
     # At full length (README, "what limits the detected row": the 20k-step run of this recipe without detection
     # views, continued 4k steps; S9/S11 every 4th authors' frame, Hit@1 GT / detected): no continuation 83.3 / 39.5;
     # continued with p 0.5 (a quarter of the views are detections, the projection replaces the rest) 79.3 / 38.5;
-    # tuned for Human3.6M's fixed rig (projection 0.2, elevation +-30, no structured occlusion) with p 0.7
-    # 84.1 / 44.0; detections only 79.4 / 47.3. Detections pay as most of the views, not as a quarter.
+    # tuned for Human3.6M's fixed rig (projection 0.2, elevation +-30, no structured occlusion) without detections
+    # 86.0 / 40.5, with p 0.7 84.1 / 44.0; detections only 79.4 / 47.3. Detections pay as most of the views, not as
+    # a quarter.
     return TrainConfig(
         model=_replace(ModelConfig(), "model", width=512, num_blocks=2, embedding_dim=16, num_samples=20,
                        mask_mode="both"),
