@@ -7,10 +7,11 @@
 
 Breakdown: every stage of ``prpose.training.train_step`` is jitted on its own, on the shapes the step uses, and
 timed in round-robin with the full step (so all rows share the machine's load): batch sampling + augmentation
-(``augmented_views``), the mining labels (``pose_distance_matrix``: the (B, B) NP-MPJPE), the embedder's
-forward + backward (the MLP with batch norm, ReLU, dropout and its RNG), the same Dense layers alone (plain
-matmuls: what the MLP would cost with nothing else), the loss's forward + backward given the embeddings
-(mining, K samples, K x K match distances), and the optimizer + EMA update. Each row shows the wall time and
+(``augmented_views``), the embedder's forward + backward (the MLP with batch norm, ReLU, dropout and its RNG),
+the same Dense layers alone (plain matmuls: what the MLP would cost with nothing else), the loss's forward +
+backward given the embeddings (mining with its NP-MPJPE labels from the 3D poses, K samples, K x K match
+distances), and the optimizer + EMA update. For reference (not part of the step since mining computes only
+the pairs that decide, prpose.mining.SHORTLIST) the full (B, B) NP-MPJPE matrix (``pose_distance_matrix``). Each row shows the wall time and
 the process CPU time (median over rounds), XLA's FLOP count of the stage (``compiled.cost_analysis()``) and
 its rate. "full - sum" is what jitting the step as one program gains (fusion) or loses.
 
@@ -111,7 +112,6 @@ def stages(config, arrays):
     views = views_fn(keys)
     mask = views.anchor_visible3d if config.loss.labels_visible_only else None
     labels_fn = jax.jit(pose_distance_matrix)
-    labels = labels_fn(views.poses3d, mask)
     inputs, visible = views.inputs(), views.visible
 
     def embedder(params, batch_stats, rng_state, dropout):
@@ -141,9 +141,9 @@ def stages(config, arrays):
     stddev = jnp.full((2 * b, d), 0.3)
 
     def loss_stage(mean, stddev, a, bias, key):
-        def loss(mean, stddev, a, bias):
+        def loss(mean, stddev, a, bias):  # as prpose.objectives.embedding_loss calls it
             total, _ = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a, bias, key, config.loss,
-                                    config.model.num_samples, pose_distances=labels)
+                                    config.model.num_samples, poses3d=views.poses3d, joint_mask=mask)
             return total
         return jax.grad(loss, argnums=(0, 1, 2, 3))(mean, stddev, a, bias)
 
@@ -156,20 +156,19 @@ def stages(config, arrays):
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), stage_state.params)
     out = {
         "batch + augmentation": (views_fn, (keys,)),
-        "mining labels (B, B) NP-MPJPE": (labels_fn, (views.poses3d, mask)),
         "embedder fwd+bwd (MLP part)": (jax.jit(lambda *a: embedder(*a, True)),
                                         (stage_state.params, stage_state.batch_stats, stage_state.rng_state)),
         "  same without dropout": (jax.jit(lambda *a: embedder(*a, False)),
                                    (stage_state.params, stage_state.batch_stats, stage_state.rng_state)),
         "  its Dense layers alone": (jax.jit(dense_only), (weights, x0)),
         "loss fwd+bwd (mining, K x K)": (jax.jit(loss_stage), (mean, stddev, jnp.float32(1.0), jnp.float32(0.0), key)),
+        "  (B, B) NP-MPJPE, not in step": (labels_fn, (views.poses3d, mask)),
         "optimizer + EMA": (jax.jit(update), (grads, stage_state.opt_state, stage_state.params, stage_ema["params"], stage_state.step)),
     }
     return out, (step, state, ema)
 
 
-SUMMED = ("batch + augmentation", "mining labels (B, B) NP-MPJPE", "embedder fwd+bwd (MLP part)",
-          "loss fwd+bwd (mining, K x K)", "optimizer + EMA")
+SUMMED = ("batch + augmentation", "embedder fwd+bwd (MLP part)", "loss fwd+bwd (mining, K x K)", "optimizer + EMA")
 
 
 def xla_flops(fn, args) -> float:
@@ -236,7 +235,7 @@ def breakdown(config, arrays, rounds: int, calls: int, matmul_n: int):
         share = f"{100 * med[name] / med['full step']:6.0f}%" if name != "matmul reference" else ""
         print(f"{name:<32} {1e3 * med[name]:>8.2f} {1e3 * med_cpu[name]:>8.2f} {share:>7} {gf:>10.3f} "
               f"{gf / med[name]:>8.1f}")
-    print(f"{'sum of the 5 stages':<32} {1e3 * summed:>8.2f} {1e3 * sum(med_cpu[n] for n in SUMMED):>8.2f}")
+    print(f"{'sum of the 4 stages':<32} {1e3 * summed:>8.2f} {1e3 * sum(med_cpu[n] for n in SUMMED):>8.2f}")
     print(f"{'full - sum (fusion, dispatch)':<32} {1e3 * (med['full step'] - summed):>8.2f}")
     for label, times in (("wall", med), ("CPU", med_cpu)):
         peak = 2 * matmul_n ** 3 / times["matmul reference"] / 1e9

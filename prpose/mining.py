@@ -114,6 +114,12 @@ def mine_negatives(
             raise PrposeError(f"{where}: give poses3d (B, 17, 3) or a precomputed pose_distances (B, B)")
         if np.shape(poses3d)[0] != batch:
             raise PrposeError(f"{where}: poses3d has {np.shape(poses3d)[0]} rows, expected B={batch}")
+        if strategy != "random" and np.ndim(poses3d) == 3:
+            poses3d = jnp.asarray(poses3d, jnp.float32)
+            mask = jnp.ones(poses3d.shape[:2], bool) if joint_mask is None else jnp.asarray(joint_mask, bool)
+            if mask.shape != poses3d.shape[:2]:
+                raise PrposeError(f"{where}: joint_mask has shape {mask.shape}, expected {poses3d.shape[:2]}")
+            return _mine_shortlist(anchor_mean, positive_mean, poses3d, mask, kappa, strategy)
         pose_distances = pose_distance_matrix(poses3d, joint_mask)
     else:
         pose_distances = jnp.asarray(pose_distances)
@@ -143,3 +149,52 @@ def _mine_core(anchor_mean, positive_mean, pose_distances, kappa, key, strategy)
     valid = jnp.any(candidate, axis=1)
     index = jnp.where(valid, index, jnp.arange(batch))
     return index.astype(jnp.int32), valid
+
+
+# Mining from poses compares each anchor first with only its SHORTLIST nearest eligible positives (by embedding
+# mean); on mocap batches of 128 even embeddings that mirror the 3D pose never needed more than 16
+# (bench/bench_train_step.py times it; tests/test_mining.py checks the picks against the full matrix).
+SHORTLIST = 16
+# A shortlisted NP-MPJPE this close to kappa could round to the other side in the full matrix's kernel (their
+# float32 values agree to ~1e-6): such a batch takes the full matrix.
+_KAPPA_GUARD = 1e-5
+
+
+@functools.partial(jax.jit, static_argnames="strategy")
+def _mine_shortlist(anchor_mean, positive_mean, poses3d, joint_mask, kappa, strategy):
+    """Exact "semi_hard" / "hardest" mining without the full (B, B) NP-MPJPE matrix.
+
+    The pose label only removes candidates, so for each anchor the chosen negative is the first item, in order
+    of embedding distance, among the label-free eligible ones (not itself; semi-hard: farther than its own
+    positive) whose NP-MPJPE is >= kappa. The NP-MPJPE is computed for the SHORTLIST nearest eligible items
+    only; a row whose shortlist holds no candidate although more eligible items exist (or a near-kappa value
+    decides it) is undecided, and a batch with any undecided row computes the full matrix (lax.cond: one
+    branch runs). Same picks as ``_mine_core`` on ``pose_distance_matrix``.
+    """
+    from prpose.procrustes import np_mpjpe
+
+    batch = anchor_mean.shape[0]
+    emb = embedding_distance_matrix(anchor_mean, positive_mean)
+    eligible = ~jnp.eye(batch, dtype=bool)
+    if strategy == "semi_hard":
+        eligible = eligible & (emb > jnp.diagonal(emb)[:, None])
+    neg_score, order = jax.lax.top_k(jnp.where(eligible, -emb, -jnp.inf), min(SHORTLIST, batch))  # (B, S)
+    listed = jnp.isfinite(neg_score)
+    mask = joint_mask[:, None] & joint_mask[order]
+    dist = np_mpjpe(poses3d[:, None], poses3d[order], mask=mask)  # [i, s]: anchor i's pose onto item order[i, s]
+    candidate = listed & (dist >= kappa)
+    first = jnp.argmax(candidate, axis=1)
+    found = jnp.any(candidate, axis=1)
+    # Rows decided: a candidate found, or every eligible item listed (the last slot empty) and none qualifies.
+    decided = found | ~listed[:, -1]
+    before = jnp.arange(order.shape[1])[None, :] <= jnp.where(found, first, order.shape[1])[:, None]
+    close = jnp.any(listed & before & (jnp.abs(dist - kappa) < _KAPPA_GUARD))
+
+    def shortlist(_):
+        index = jnp.where(found, jnp.take_along_axis(order, first[:, None], 1)[:, 0], jnp.arange(batch))
+        return index.astype(jnp.int32), found
+
+    def full(_):
+        return _mine_core(anchor_mean, positive_mean, pose_distance_matrix(poses3d, joint_mask), kappa, None, strategy)
+
+    return jax.lax.cond(jnp.all(decided) & ~close, shortlist, full, None)

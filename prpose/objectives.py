@@ -6,7 +6,7 @@ lives here. ``get_objective(config)`` picks it by ``config.task``:
 
 * ``"embedding"``: Pr-VIPE (``loss.embedding="probabilistic"``) or the L2-VIPE ablation (``"l2"``). Anchors
   and positives go through the embedder in one call (shared weights, one batch-norm batch); negatives are
-  mined on the embedding means with the (B, B) NP-MPJPE of the 3D labels (prpose.losses.pr_vipe_loss).
+  mined on the embedding means with the NP-MPJPE of the 3D labels (prpose.losses.pr_vipe_loss, prpose.mining).
 * ``"lifting"``: the 3D-lifting baseline (Martinez et al.): the same encoder (prpose.model.PoseLifter)
   regresses the normalised 3D pose of both views; loss = mean squared error on the normalised coordinates.
   Same data, augmentation, optimiser, schedule and budget as the embedding run of the same config, so the
@@ -70,17 +70,17 @@ def embedding_loss(model, views: Views, key, config):
     """Pr-VIPE / L2-VIPE: mining on means with the labels' NP-MPJPE, K samples, K x K distances for the chosen
     triplets (prpose.losses.pr_vipe_loss). Adds the match parameters ``a``, ``b`` to the metrics."""
     from prpose.losses import pr_vipe_loss
-    from prpose.mining import pose_distance_matrix
 
-    # Labels for mining: (B, B) NP-MPJPE between the 3D poses (window: averaged over frames), optionally on the
-    # joints the anchors show. No gradient.
+    # Labels for mining: NP-MPJPE between the 3D poses (window: averaged over frames), optionally on the joints
+    # the anchors show; prpose.mining computes only the pairs that decide the pick (same picks as the full
+    # (B, B) matrix). No gradient.
     joint_mask = views.anchor_visible3d if config.loss.labels_visible_only else None
-    pose_distances = jax.lax.stop_gradient(pose_distance_matrix(views.poses3d, joint_mask))
     mean, stddev = model(views.inputs(), views.visible)
     b = views.anchor2d.shape[0]
     a_match, b_match = model.match_params()
     loss, metrics = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a_match, b_match, key,
-                                 config.loss, config.model.num_samples, pose_distances=pose_distances)
+                                 config.loss, config.model.num_samples, poses3d=jax.lax.stop_gradient(views.poses3d),
+                                 joint_mask=joint_mask)
     return loss, dict(metrics, a=a_match, b=b_match)
 
 

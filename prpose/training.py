@@ -9,7 +9,7 @@
 
 ``train_step`` is a pure function of (state, ema, arrays) run under ``jax.jit``: sample a batch -> camera
 augmentation per view -> optional keypoint occlusion -> embed anchors and positives in one call (shared
-weights, one batch-norm batch) -> (B, B) NP-MPJPE of the 3D labels -> mining on embedding means, K samples,
+weights, one batch-norm batch) -> mining on embedding means with the 3D labels' NP-MPJPE, K samples,
 K x K match distances only for the chosen triplets (prpose.losses.pr_vipe_loss) -> grads -> optax update ->
 EMA update. The model is handled with ``nnx.split`` / ``nnx.merge`` around the pure step (NOTES: same speed as
 nnx.jit here; it makes the state an explicit pytree for sharding, donation and checkpoints).

@@ -26,6 +26,23 @@ def shared_data_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("PRPOSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def realistic_poses(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 17, 3) float32 normalised h36m17 poses: random frames of the prepared shared mocap when present
+    (PRPOSE_MOCAP, default /work/data/mocap: the training distribution), else of prpose.synthetic motions."""
+    from prpose.normalize import normalize_3d
+
+    path = pathlib.Path(os.environ.get("PRPOSE_MOCAP", "/work/data/mocap")) / "poses3d.npy"
+    if path.exists():
+        frames = np.load(path, mmap_mode="r")
+        raw = np.asarray(frames[np.sort(rng.choice(len(frames), n, replace=False))], np.float32)
+    else:
+        from prpose.synthetic import generate_motions
+
+        motions = np.concatenate(generate_motions(max(1, n // 50 + 1), 50, seed=int(rng.integers(1 << 30))))
+        raw = motions[rng.choice(len(motions), n, replace=False)].astype(np.float32)
+    return np.array(normalize_3d(raw)[0], np.float32)
+
+
 @pytest.fixture
 def shared_data() -> pathlib.Path:
     """The shared real data folder; the test is skipped when it is absent."""

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import realistic_poses
 from prpose.errors import PrposeError
 from prpose.mining import mine_negatives, pose_distance_matrix
 
@@ -112,3 +113,36 @@ def test_bad_inputs_raise_clear_errors():
         mine_negatives(ANCHOR, POSITIVE, pose_distances=np.zeros((3, 3)))
     with pytest.raises(PrposeError, match="poses3d"):
         mine_negatives(ANCHOR, POSITIVE)
+
+
+@pytest.mark.parametrize("strategy", ["semi_hard", "hardest"])
+def test_mining_from_poses_picks_what_the_full_matrix_picks(strategy):
+    """Mining from poses (shortlist + exact NP-MPJPE, full matrix only when undecided) equals mining on the full
+    (B, B) matrix, on realistic batches: random embeddings, embeddings that mirror the 3D pose (the nearest items
+    are the similar poses: the hard case), near-duplicate poses, visible-joint masks."""
+    from prpose import mining
+
+    rng = np.random.default_rng(12)
+    for trial in range(6):
+        poses = realistic_poses(64, rng)
+        poses[1::8] = poses[::8] + rng.normal(size=poses[::8].shape).astype(np.float32) * 0.01  # 3D matches
+        mask = rng.random((64, 17)) > 0.1 if trial % 2 else None
+        if trial < 2:
+            anchor, positive = rng.normal(size=(2, 64, 16)).astype(np.float32)
+        else:  # embeddings that mirror the pose: shortlists full of 3D matches
+            flat = poses.reshape(64, -1)
+            anchor = flat + rng.normal(size=flat.shape).astype(np.float32) * 0.02
+            positive = flat + rng.normal(size=flat.shape).astype(np.float32) * 0.02
+        full = mine_negatives(anchor, positive, kappa=0.1, strategy=strategy,
+                              pose_distances=pose_distance_matrix(poses, mask))
+        short = mine_negatives(anchor, positive, poses, kappa=0.1, strategy=strategy, joint_mask=mask)
+        np.testing.assert_array_equal(np.asarray(short[1]), np.asarray(full[1]))
+        np.testing.assert_array_equal(np.asarray(short[0]), np.asarray(full[0]))
+        assert np.asarray(full[1]).mean() > 0.4  # the test mines real triplets
+        # A one-item shortlist leaves rows undecided (their nearest item is a 3D match): the full matrix decides.
+        tiny = mining._mine_shortlist.__wrapped__
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(mining, "SHORTLIST", 1)
+            one = tiny(jax.numpy.asarray(anchor), jax.numpy.asarray(positive), jax.numpy.asarray(poses),
+                       jax.numpy.ones((64, 17), bool) if mask is None else jax.numpy.asarray(mask), 0.1, strategy)
+        np.testing.assert_array_equal(np.asarray(one[0]), np.asarray(full[0]))

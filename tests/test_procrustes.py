@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from prpose.errors import PrposeError
+from conftest import realistic_poses
 from prpose.procrustes import np_mpjpe, pairwise_np_mpjpe, procrustes_align
 
 
@@ -166,27 +167,10 @@ def test_pairwise_blocks_equal_one_shot(monkeypatch):
     np.testing.assert_allclose(blocked, whole, rtol=1e-6, atol=1e-7)
 
 
-def realistic_poses(n, rng):
-    """Normalised h36m17 poses of the shared mocap when present (the training distribution), else synthetic."""
-    import os
-
-    from prpose.normalize import normalize_3d
-
-    path = "/work/data/mocap/poses3d.npy"
-    if os.path.exists(path):
-        all_poses = np.load(path, mmap_mode="r")
-        raw = np.asarray(all_poses[np.sort(rng.choice(len(all_poses), n, replace=False))], np.float64)
-    else:
-        from prpose.synthetic import generate_motions
-
-        raw = np.concatenate(generate_motions(4, 50, seed=int(rng.integers(1 << 30))))[:n]
-    return np.asarray(normalize_3d(raw.astype(np.float32))[0], np.float64)
-
-
 def test_masked_pairwise_matches_float64_reference_on_realistic_poses():
     rng = np.random.default_rng(10)
-    a = realistic_poses(24, rng)
-    b = np.concatenate([a[:6] @ random_rotation(rng).T * 1.3 + 0.2, realistic_poses(10, rng)])  # matches too
+    a = realistic_poses(24, rng).astype(np.float64)
+    b = np.concatenate([a[:6] @ random_rotation(rng).T * 1.3 + 0.2, realistic_poses(10, rng).astype(np.float64)])  # matches too
     mask_a = rng.random(a.shape[:2]) > 0.25
     mask_b = rng.random(b.shape[:2]) > 0.25
     mask_a[0] = False  # a pose with no usable joint: 0 against everything
