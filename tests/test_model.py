@@ -139,3 +139,27 @@ def test_bad_config_and_inputs_raise_clear_errors():
         model(jnp.zeros((4, 17, 2)))
     with pytest.raises(PrposeError, match="visible"):
         model(keypoints(), jnp.ones((5, 12)))
+
+
+def test_dropout_keeps_the_rate_independently_and_unbiased():
+    """prpose.model.Dropout (two 16-bit uniforms per Threefry word): keep rate, no correlation between the two
+    halves of a word or between calls, expectation preserved, identity in eval mode."""
+    from prpose.model import Dropout
+
+    drop = Dropout(0.3, rngs=nnx.Rngs(dropout=0))
+    x = jnp.ones((256, 1024))
+    first, second = np.asarray(drop(x)), np.asarray(drop(x))
+    kept = first != 0
+    n = kept.size
+    assert abs(kept.mean() - 0.7) < 4 * np.sqrt(0.21 / n)  # binomial, 4 sigma
+    np.testing.assert_allclose(first[kept], 1.0 / (45875 / 65536), rtol=1e-6)
+    assert abs(first.mean() - 1.0) < 4 * np.sqrt(0.3 / 0.7 / n)
+    flat = kept.reshape(-1).astype(np.float64)
+    for a, b in ((flat[0::2], flat[1::2]), (flat, (second != 0).reshape(-1).astype(np.float64))):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 4 / np.sqrt(len(a))  # the halves of a word; two calls
+    assert kept.sum(axis=0).std() < 2 * np.sqrt(256 * 0.21)  # no unit is favoured
+    drop.eval()
+    np.testing.assert_array_equal(np.asarray(drop(x)), np.asarray(x))
+    odd = Dropout(0.5, rngs=nnx.Rngs(dropout=1))(jnp.ones((3, 5)))  # odd size: the last word's half unused
+    assert odd.shape == (3, 5) and set(np.unique(np.asarray(odd))) <= {0.0, 2.0}
+    assert jax.tree.leaves(nnx.state(drop, nnx.RngState))  # the same RNG state as nnx.Dropout (checkpoints)
