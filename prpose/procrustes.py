@@ -206,13 +206,17 @@ def procrustes_align(source, target, mask=None, *, method: str = "jacobi"):
     Returns:
       (..., J, 3) aligned source. Jitted (compiled once per input shapes).
     """
-    fn = "procrustes_align"
-    source, target = _check(source, "source", fn), _check(target, "target", fn)
+    return _checked_align(source, target, mask, method, "procrustes_align", ("source", "target"))[0]
+
+
+def _checked_align(source, target, mask, method, fn, names):
+    """Check and broadcast the inputs, align source onto target; -> (aligned (..., J, 3), target, weights (..., J))."""
+    source, target = _check(source, names[0], fn), _check(target, names[1], fn)
     shape = jnp.broadcast_shapes(source.shape, target.shape)
     source, target = jnp.broadcast_to(source, shape), jnp.broadcast_to(target, shape)
     w = _weights(mask, shape, source.dtype, fn)
     mu_s, mu_t, rot, scale = _align_parts(source, target, w, method)
-    return _transform(source - mu_s[..., None, :], rot * scale[..., None, None], mu_t)
+    return _transform(source - mu_s[..., None, :], rot * scale[..., None, None], mu_t), target, w
 
 
 def _mean_distance(aligned, target, w):
@@ -233,14 +237,7 @@ def np_mpjpe(pred, target, mask=None, *, method: str = "jacobi"):
     Returns:
       (...) mean distance over the used joints (0 where no joint is used).
     """
-    fn = "np_mpjpe"
-    pred, target = _check(pred, "pred", fn), _check(target, "target", fn)
-    shape = jnp.broadcast_shapes(pred.shape, target.shape)
-    pred, target = jnp.broadcast_to(pred, shape), jnp.broadcast_to(target, shape)
-    w = _weights(mask, shape, pred.dtype, fn)
-    mu_s, mu_t, rot, scale = _align_parts(pred, target, w, method)
-    aligned = _transform(pred - mu_s[..., None, :], rot * scale[..., None, None], mu_t)
-    return _mean_distance(aligned, target, w)
+    return _mean_distance(*_checked_align(pred, target, mask, method, "np_mpjpe", ("pred", "target")))
 
 
 # Pairs per block in pairwise_np_mpjpe: bounds the (rows, M, J) intermediates (~5 MB each at J=17) for
