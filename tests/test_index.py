@@ -722,3 +722,69 @@ def test_search_memory_does_not_grow_with_k_beyond_the_result(monkeypatch):
         peaks[k] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[5000] - peaks[500] < 1.5e6, peaks
+
+
+# -- threads -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
+def test_threads_give_identical_results(monkeypatch, factory):
+    import threading
+    import time
+
+    idx, *_ = build(n=600, factory=factory)
+    qm, qs = queries(90)
+    monkeypatch.setattr(core, "_MIN_THREAD_BLOCK", 4)  # 90 queries -> ~12 blocks per search
+    seen = set()
+    real = candidates.nearest_candidates
+
+    def recording(*args):
+        seen.add(threading.get_ident())
+        time.sleep(0.002)  # every thread gets blocks even when the first one starts early
+        return real(*args)
+
+    monkeypatch.setattr(candidates, "nearest_candidates", recording)
+    results = {}
+    for threads in (1, 2, 3):
+        idx.threads = threads
+        seen.clear()
+        results[threads] = idx.search(qm, qs, k=8, candidates=30, fingerprint=idx.fingerprint)
+        assert len(seen) == threads, (threads, len(seen))
+    for threads in (2, 3):
+        np.testing.assert_array_equal(results[threads].ids, results[1].ids)
+        np.testing.assert_array_equal(results[threads].distances, results[1].distances)
+    for name in results[1].metadata:
+        np.testing.assert_array_equal(results[2].metadata[name], results[1].metadata[name])
+
+
+def test_threads_setting_is_checked_and_faiss_threads_restored():
+    import faiss
+
+    from prpose.index import parallel
+
+    idx, *_ = build(n=100)
+    qm, qs = queries(3)
+    for bad in (0, -1, 1.5, "2", True):
+        idx.threads = bad
+        with pytest.raises(PrposeError, match="threads="):
+            idx.search(qm, qs, k=3, fingerprint=idx.fingerprint)
+    idx.threads = None
+    assert parallel.resolve_threads(None, "x") == parallel.available_cores() >= 1
+    before = faiss.omp_get_max_threads()
+    idx.search(qm, qs, k=3, fingerprint=idx.fingerprint)
+    assert faiss.omp_get_max_threads() == before
+
+
+def test_run_blocks_runs_every_block_once_and_reraises_errors():
+    from prpose.index import parallel
+
+    done = []
+    parallel.run_blocks(done.append, 50, 2)
+    assert sorted(done) == list(range(50))
+
+    def fail(i):
+        if i == 3:
+            raise ValueError("block 3")
+
+    with pytest.raises(ValueError, match="block 3"):
+        parallel.run_blocks(fail, 20, 2)

@@ -5,6 +5,7 @@ Modules, one concern each:
   * `candidates`: the FAISS candidate stage over the means (factory strings, training, search settings);
   * `kernels`: the NumPy match-distance kernels (float32 re-rank / scan, float64 log-space reference);
   * `exact`: the brute-force reference search the two-stage search is measured against;
+  * `parallel`: the threads a batched search runs its query blocks on;
   * `storage`: how entries keep their samples ("gaussian": regenerated from mean + stddev) and format
     "prpose-index" v3 (constants, atomic writing, checked reading; v2 still loads);
   * `shards`: shards built by several processes (`index build --shard I/N`), merged and searched as one.

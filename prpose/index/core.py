@@ -23,6 +23,7 @@ from prpose.index import candidates as cand_stage
 from prpose.index import storage
 from prpose.index.exact import exact_search
 from prpose.index.kernels import rerank_distances, validate_match_params
+from prpose.index.parallel import resolve_threads, run_blocks
 
 #: Metadata fields every entry carries when metadata is given (pose3d and extra fields are optional).
 REQUIRED_METADATA_FIELDS = ("source", "subject", "sequence", "frame", "camera")
@@ -36,6 +37,10 @@ _PAIR_BUDGET = 1024
 #: (query, candidate) pairs per block of the FAISS candidate stage (~ pairs x (D + 6) x 4 bytes, ~11 MB at D = 16):
 #: larger than the re-rank blocks because FAISS answers big query batches faster.
 _CANDIDATE_BUDGET = 1 << 17
+#: With several threads a batch is cut into about this many blocks per thread (so a thread slowed by other load
+#: does not hold the others up), but blocks keep at least _MIN_THREAD_BLOCK queries (FAISS's per-call cost).
+_BLOCKS_PER_THREAD = 4
+_MIN_THREAD_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,7 +107,9 @@ class PoseIndex:
 
     The FAISS structure is built lazily at the first search/save after `add`, so "auto" sees the real size.
     Search-time knobs, FAISS style: `index.ef_search` (HNSW; None = max(candidates.DEFAULT_EF_SEARCH, number of candidates)) and
-    `index.nprobe` (IVF; None = candidates.DEFAULT_NPROBE). Not thread-safe (the FAISS parameters are set per call).
+    `index.nprobe` (IVF; None = candidates.DEFAULT_NPROBE) and `index.threads` (None = every core: a batch's query
+    blocks run on that many threads, `prpose.index.parallel`; results do not depend on it). One search at a time
+    per index (the FAISS parameters are set per call).
     """
 
     def __init__(
@@ -145,6 +152,7 @@ class PoseIndex:
         self.candidate_vectors = candidate_vectors
         self.ef_search: int | None = None
         self.nprobe: int | None = None
+        self.threads: int | None = None
         if factory != "auto":
             cand_stage.make_faiss(self._vector_dim, factory)  # fail now, not at the first search, on a bad factory
         self._means: list[np.ndarray] = []
@@ -424,15 +432,24 @@ class PoseIndex:
         # Ask FAISS for a margin more, then keep the `num` nearest by distances recomputed here per query: FAISS
         # batches switch to BLAS distances (different rounding) so its boundary could depend on the batch.
         wide = min(n, num + max(8, num // 8))
+        threads = resolve_threads(self.threads, where)
         index = self._ensure_faiss()
         cand_stage.set_search_params(index, self._faiss_factory, wide, self.ef_search, self.nprobe)
         qv = cand_stage.query_vectors(qm, qs, self.candidate_vectors)
+        nq = len(qm)
         block = max(1, _CANDIDATE_BUDGET // wide)
-        dist = np.empty((len(qm), min(k, num)))
-        ids = np.empty((len(qm), min(k, num)), np.int64)
-        for lo in range(0, len(qm), block):
-            cand = cand_stage.nearest_candidates(index, self._vectors, qv[lo : lo + block], num, wide)
-            dist[lo : lo + block], ids[lo : lo + block] = self._rerank(qs[lo : lo + block], cand, k)
+        if threads > 1:
+            block = min(block, max(_MIN_THREAD_BLOCK, -(-nq // (_BLOCKS_PER_THREAD * threads))))
+        dist = np.empty((nq, min(k, num)))
+        ids = np.empty((nq, min(k, num)), np.int64)
+        self.stored()  # consolidate the entries before the threads read them
+
+        def run(i):
+            lo, hi = i * block, min((i + 1) * block, nq)
+            cand = cand_stage.nearest_candidates(index, self._vectors, qv[lo:hi], num, wide)
+            dist[lo:hi], ids[lo:hi] = self._rerank(qs[lo:hi], cand, k)
+
+        run_blocks(run, -(-nq // block), threads)
         return self._top_k(dist, ids, k)
 
     def _rerank(self, qs, cand, k) -> tuple[np.ndarray, np.ndarray]:
