@@ -159,18 +159,33 @@ def test_fewer_entries_than_k_pads_with_minus_one():
     np.testing.assert_array_equal(exact.ids, res.ids)
 
 
-def test_incremental_add_and_auto_switch_to_hnsw(monkeypatch):
-    monkeypatch.setattr(candidates, "AUTO_HNSW_THRESHOLD", 250)
-    means, samples, meta = make_data(300)
+def test_incremental_add_and_auto_switch_to_ivf(monkeypatch, tmp_path):
+    monkeypatch.setattr(candidates, "AUTO_IVF_THRESHOLD", 250)
+    monkeypatch.setattr(candidates, "AUTO_IVF_LIST_SIZE", 40)
+    means, samples, meta = make_data(400)
     idx = PoseIndex(D, K, PARAMS, "m")
     ids = idx.add(means[:200], samples[:200], {k: v[:200] for k, v in meta.items()})
     qm, qs = queries(5)
     idx.search(qm, qs, k=3, fingerprint=idx.fingerprint)
     assert idx.faiss_factory == "Flat" and ids[-1] == 199
-    ids = idx.add(means[200:], samples[200:], {k: v[200:] for k, v in meta.items()})
-    assert ids[0] == 200 and idx.faiss_factory == "HNSW32"
+    ids = idx.add(means[200:300], samples[200:300], {k: v[200:300] for k, v in meta.items()})
+    assert ids[0] == 200 and idx.faiss_factory == "IVF8,Flat"  # 300 / 40 = 7.5 lists -> 8
     res = idx.search(means[[250]], samples[[250]], k=3, fingerprint=idx.fingerprint)
     assert res.ids[0, 0] == 250 and idx._faiss.ntotal == 300
+    # An index saved with another "auto" choice (as HNSW32 was before) keeps it when loaded, until entries are added.
+    old = PoseIndex(D, K, PARAMS, "m", factory="HNSW32")
+    old.add(means[:300], samples[:300], {k: v[:300] for k, v in meta.items()})
+    old.search(qm, qs, k=3, fingerprint="m")  # builds the HNSW32 stage
+    old.factory = "auto"  # what an index saved by "auto" before this change records
+    old.save(tmp_path / "old")
+    loaded = PoseIndex.load(tmp_path / "old")
+    assert loaded.faiss_factory == "HNSW32"
+    np.testing.assert_array_equal(loaded.search(qm, qs, k=3, fingerprint="m").ids,
+                                  old.search(qm, qs, k=3, fingerprint="m").ids)
+    assert loaded.faiss_factory == "HNSW32" and loaded._faiss_factory == "HNSW32"
+    loaded.add(means[300:], samples[300:], {k: v[300:] for k, v in meta.items()})
+    loaded.search(qm, qs, k=3, fingerprint="m")
+    assert loaded.faiss_factory == "IVF8,Flat" and loaded._faiss.ntotal == 400  # 400 / 40 = 10 -> 8
 
 
 def test_float16_storage_keeps_rankings_close():

@@ -6,14 +6,22 @@ candidates found here with the exact match distance (`prpose.index.kernels`). fa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from prpose.errors import PrposeError
 
-#: "auto" switches from exact flat search to HNSW at this many entries: flat search over means costs
-#: ~0.7 ms/query per 100k entries here (NOTES-ECOSYSTEM.md), which breaks a 5 ms single-query budget past ~500k
-#: and is slower than HNSW in batches well before that.
-AUTO_HNSW_THRESHOLD = 200_000
+#: "auto" switches from exact flat search to an inverted file (IVF) at this many entries, with about
+#: AUTO_IVF_LIST_SIZE entries per list (the number of lists a power of two, at most AUTO_IVF_MAX_LISTS): constant
+#: list sizes keep what DEFAULT_NPROBE lists cover about constant. Measured (bench/bench_index.py, k = 20, 40
+#: candidates over moments, recall vs the exact ranking): flat search costs ~1 ms CPU per query at 190k entries,
+#: IVF1024 nprobe 16 ~0.15 ms with recall@1/@20 1.000/0.991 on the packaged model's mocap embeddings (190k entries;
+#: nprobe 8: 0.998/0.979); at 1M synthetic entries IVF4096 nprobe 16 beats HNSW32 (the choice before) in queries/s
+#: at equal recall and builds ~30x faster.
+AUTO_IVF_THRESHOLD = 200_000
+AUTO_IVF_LIST_SIZE = 256
+AUTO_IVF_MAX_LISTS = 16_384
 #: HNSW graph construction depth; the faiss default (40) caps recall near 0.986 at 1M (NOTES-ECOSYSTEM.md).
 HNSW_EF_CONSTRUCTION = 100
 #: Default HNSW efSearch floor (raised to the number of candidates requested) and default IVF nprobe.
@@ -63,10 +71,22 @@ def query_vectors(query_means, query_samples, kind: str) -> np.ndarray:
 
 
 def resolve_factory(factory: str, count: int) -> str:
-    """The FAISS factory string in use for `count` entries ("auto": Flat below AUTO_HNSW_THRESHOLD, else HNSW32)."""
-    if factory == "auto":
-        return "Flat" if count < AUTO_HNSW_THRESHOLD else "HNSW32"
-    return factory
+    """The FAISS factory string in use for `count` entries ("auto": Flat below AUTO_IVF_THRESHOLD, else
+    "IVF{nlist},Flat" with nlist the power of two nearest count / AUTO_IVF_LIST_SIZE, at most AUTO_IVF_MAX_LISTS)."""
+    if factory != "auto":
+        return factory
+    if count < AUTO_IVF_THRESHOLD:
+        return "Flat"
+    nlist = 1 << max(0, round(math.log2(max(count, 1) / AUTO_IVF_LIST_SIZE)))
+    return f"IVF{min(nlist, AUTO_IVF_MAX_LISTS)},Flat"
+
+
+def saved_factories(factory: str, count: int) -> tuple[str, ...]:
+    """FAISS structures an index saved with `factory` and `count` entries may hold: today's resolution and, for
+    "auto" from AUTO_IVF_THRESHOLD entries on, "HNSW32" (what "auto" chose there before IVF; such indexes load and
+    keep it until entries are added)."""
+    resolved = resolve_factory(factory, count)
+    return (resolved, "HNSW32") if factory == "auto" and count >= AUTO_IVF_THRESHOLD else (resolved,)
 
 
 def make_faiss(dim: int, factory: str):

@@ -94,7 +94,8 @@ class PoseIndex:
       fingerprint: the model's fingerprint (`PoseEmbedder.fingerprint`); `load` can refuse another model's index.
       profile: keypoint profile of the model input, recorded for the user ("input13").
       factory: FAISS factory string for the candidate stage ("Flat", "HNSW32", "IVF1024,Flat", ...)
-        or "auto": exact "Flat" under candidates.AUTO_HNSW_THRESHOLD entries, "HNSW32" (efConstruction 100) above.
+        or "auto": exact "Flat" under candidates.AUTO_IVF_THRESHOLD entries, above it "IVF{nlist},Flat" with about
+        candidates.AUTO_IVF_LIST_SIZE entries per list (`candidates.resolve_factory`).
         Indexes that need training (IVF) are trained on the candidate vectors when first built.
       candidate_vectors: what the candidate stage indexes (`candidates.VECTOR_KINDS`): "moments" (default: each
         entry's sample mean and spread, whose L2 distance is the mean squared sample-pair distance) or "means"
@@ -179,7 +180,10 @@ class PoseIndex:
 
     @property
     def faiss_factory(self) -> str:
-        """The FAISS structure in use (the resolved "auto" choice)."""
+        """The FAISS structure in use (the resolved "auto" choice; a loaded index keeps the structure it was saved
+        with until entries are added)."""
+        if self._faiss is not None and self._faiss.ntotal == self._count:
+            return self._faiss_factory
         return cand_stage.resolve_factory(self.factory, self._count)
 
     def __repr__(self) -> str:
@@ -380,7 +384,9 @@ class PoseIndex:
             new = np.concatenate([part(lo) for lo in range(done, self._count, 1 << 16)])
             self._vectors = new if self._vectors is None else np.concatenate([self._vectors, new])
         resolved = cand_stage.resolve_factory(self.factory, self._count)
-        if self._faiss is not None and self._faiss_factory == resolved:
+        # Kept while it holds every entry (an "auto" index saved with an older choice, HNSW32, stays so), extended
+        # while "auto" resolves to the same structure, rebuilt otherwise.
+        if self._faiss is not None and (self._faiss_factory == resolved or self._faiss.ntotal == self._count):
             if self._faiss.ntotal < self._count:
                 self._faiss.add(self._vectors[self._faiss.ntotal :])
             return self._faiss

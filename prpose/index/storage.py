@@ -44,7 +44,7 @@ import numpy as np
 
 from prpose import atomic
 from prpose.errors import PrposeError
-from prpose.index.candidates import VECTOR_KINDS, resolve_factory, vector_dim
+from prpose.index.candidates import VECTOR_KINDS, saved_factories, vector_dim
 
 FORMAT_NAME = "prpose-index"
 #: 2: every file (faiss.index included) hashed and confined to the directory; the manifest hashes itself.
@@ -442,8 +442,9 @@ def _parse_manifest(raw: bytearray, mpath: pathlib.Path) -> dict:
     if out["candidate_vectors"] not in VECTOR_KINDS:
         raise bad("candidate_vectors", f"one of {list(VECTOR_KINDS)}")
     out["faiss_factory"] = manifest.get("faiss_factory")
-    if out["faiss_file"] and out["faiss_factory"] != resolve_factory(out["factory"], out["count"]):
-        raise bad("faiss_factory", f"{resolve_factory(out['factory'], out['count'])!r} (factory {out['factory']!r})")
+    if out["faiss_file"] and out["faiss_factory"] not in saved_factories(out["factory"], out["count"]):
+        raise bad("faiss_factory", f"one of {list(saved_factories(out['factory'], out['count']))} (factory "
+                                   f"{out['factory']!r})")
     fields = manifest.get("metadata_fields")
     if not isinstance(fields, dict):
         raise bad("metadata_fields", "an object field -> {dtype, shape}")
