@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_index.py --size 100000      # development size
     .venv/bin/python bench/bench_index.py --model RUN_DIR --data DATASET_DIR   # a trained model's embeddings
     .venv/bin/python bench/bench_index.py --cache DIR ...    # keep data + exact reference for the next run
-    .venv/bin/python bench/bench_index.py --settings "HNSW32:ef=64:C=40:moments" "IVF4096,Flat:nprobe=24:C=40:moments"
+    .venv/bin/python bench/bench_index.py --settings "HNSW32:ef=64:C=40:moments" "IVF4096,Flat:nprobe=24:C=40:moments:T=1"
 
 Reference: the exact probabilistic ranking (every entry, all K x K sample pairs; `PoseIndex.search_exact`) on
 the first --exact-queries queries (it costs ~N x 400 sample distances per query), its QPS measured there.
@@ -14,14 +14,18 @@ call each) and recall@1 / recall@k of the two-stage top-k against the exact top-
 Synthetic embeddings (default): means from a mixture of Gaussian clusters, per-entry stddevs in [0.1, 0.5],
 K samples mean + stddev * eps; queries are fresh draws from the same mixture.
 
-A setting is FACTORY:PARAM:C=N:VECTORS: the FAISS factory, its search knob (ef=N for HNSW, nprobe=N for IVF, - for
-none), the candidates re-ranked per query and what FAISS indexes ("moments" or "means", see
-prpose.index.candidates). The first row after brute force is the BASELINE: the search as it was before issue 12
-(HNSW32 over the means, efSearch 128, C = 8k = 160); every row gives its QPS as a ratio to it, measured in the same
-run. QPS is given per wall second and per CPU second of this process (the machine is shared: wall time includes
-other people's load; CPU time does not). --breakdown splits each setting's batched time into its phases: FAISS
-search, candidate selection (distances recomputed, the nearest kept), gathering the candidates' samples, the exact
-match-distance kernel, the running top-k merge, and metadata/result assembly.
+A setting is FACTORY:PARAM:C=N:VECTORS[:T=N]: the FAISS factory ("auto": what PoseIndex picks for this size), its
+search knob (ef=N for HNSW, nprobe=N for IVF, - for the index's default), the candidates re-ranked per query (C=auto:
+the index's default), what FAISS indexes ("moments" or "means", see prpose.index.candidates) and the search threads
+(T=N, `PoseIndex.threads`; default --threads, which defaults to every core). The first row after brute force is the
+BASELINE: the search as it was before issue 12 (HNSW32 over the means, efSearch 128, C = 8k = 160, one thread);
+every row gives its QPS as a ratio to it, measured in the same run. QPS is given per wall second and per CPU second
+of this process (the machine is shared: wall time includes other people's load; CPU time does not; with T > 1 the
+wall rate is the one that can exceed what one core gives). --breakdown splits each setting's batched time into its
+phases, run on one thread so that the phases do not overlap (wall and CPU microseconds per query): FAISS search,
+candidate selection (distances recomputed, the nearest kept), gathering the candidates' samples, the exact
+match-distance kernel, the running top-k merge, and metadata/result assembly. With --cache the built FAISS
+structures are kept there too (HNSW32 over 1M entries takes ~10 minutes to build here).
 """
 
 from __future__ import annotations
@@ -132,27 +136,37 @@ def faiss_bytes(index):
     return int(faiss.serialize_index(index._faiss).nbytes)
 
 
-BASELINE = "HNSW32:ef=128:C=160:means"
-DEFAULT_SETTINGS = [BASELINE, "Flat:-:C=40:moments", "HNSW32:ef=64:C=40:moments", "IVF4096,Flat:nprobe=24:C=40:moments"]
+BASELINE = "HNSW32:ef=128:C=160:means:T=1"
+#: What "auto" chose above 200k entries before IVF (HNSW32 over moments, efSearch max(128, 48), 40 candidates).
+OLD_DEFAULT = "HNSW32:ef=128:C=40:moments"
+DEFAULT_SETTINGS = [BASELINE, OLD_DEFAULT, "auto:-:C=auto:moments:T=1", "auto:-:C=auto:moments",
+                    "IVF4096,Flat:nprobe=8:C=40:moments"]
 
 
-def parse_setting(text):
-    """'FACTORY:PARAM:C=N:VECTORS' -> (factory, knob name or None, knob value or None, candidates, vectors)."""
+def parse_setting(text, default_threads):
+    """'FACTORY:PARAM:C=N:VECTORS[:T=N]' -> (factory, knob name or None, knob value or None, candidates or None,
+    vectors, threads)."""
     try:
-        factory, param, cands, vectors = text.split(":")
+        factory, param, cands, vectors, *rest = text.split(":")
         name, value = (None, None) if param == "-" else param.split("=")
-        return factory, name, None if value is None else int(value), int(cands.removeprefix("C=")), vectors
+        threads = int(rest[0].removeprefix("T=")) if rest else default_threads
+        if len(rest) > 1 or not cands.startswith("C=") or (rest and not rest[0].startswith("T=")):
+            raise ValueError
+        count = None if cands == "C=auto" else int(cands.removeprefix("C="))
+        return factory, name, None if value is None else int(value), count, vectors, threads
     except ValueError:
-        raise SystemExit(f"--settings {text!r}: expected FACTORY:PARAM:C=N:VECTORS, e.g. {BASELINE}") from None
+        raise SystemExit(f"--settings {text!r}: expected FACTORY:PARAM:C=N:VECTORS[:T=N], e.g. {BASELINE}") from None
 
 
 class PhaseTimer:
-    """Wall seconds per phase of PoseIndex.search, by wrapping the functions it calls (the real code path)."""
+    """Wall and CPU seconds per phase of PoseIndex.search on one thread, by wrapping the functions it calls (the real
+    code path)."""
 
     def __init__(self):
         from prpose.index import candidates, core
 
         self.seconds = {}
+        self.cpu = {}
         self._undo = []
         self._wrap(candidates, "nearest_candidates", "candidate stage (FAISS + selection)")
         self._wrap(core, "rerank_distances", "exact kernel")
@@ -165,14 +179,18 @@ class PhaseTimer:
         original = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+                self.add(label, time.perf_counter() - start, time.thread_time() - cpu)
 
         setattr(owner, name, timed)
         self._undo.append((owner, name, original))
+
+    def add(self, label, wall, cpu):
+        self.seconds[label] = self.seconds.get(label, 0.0) + wall
+        self.cpu[label] = self.cpu.get(label, 0.0) + cpu
 
     def faiss(self, real):
         """A stand-in for the FAISS index `real` whose search is timed as its own phase."""
@@ -183,11 +201,11 @@ class PhaseTimer:
                 return getattr(real, attr)
 
             def search(self, *args):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 try:
                     return real.search(*args)
                 finally:
-                    timer.seconds["FAISS search"] = timer.seconds.get("FAISS search", 0.0) + time.perf_counter() - start
+                    timer.add("FAISS search", time.perf_counter() - start, time.thread_time() - cpu)
 
         return Timed()
 
@@ -197,36 +215,40 @@ class PhaseTimer:
 
 
 def breakdown(idx, qm, qs, k, cands, fingerprint, batch):
-    """Phase table of one batched pass: {phase: seconds}, total seconds."""
+    """Phase table of one batched pass on one thread: {phase: (wall seconds, CPU seconds)}, (total wall, CPU)."""
     from prpose.index import candidates as cand_stage
 
     timer = PhaseTimer()
-    real, set_params = idx._faiss, cand_stage.set_search_params
-    idx._faiss = timer.faiss(real)
+    real, set_params, threads = idx._faiss, cand_stage.set_search_params, idx.threads
+    idx._faiss, idx.threads = timer.faiss(real), 1
     cand_stage.set_search_params = lambda index, *rest: set_params(real, *rest)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for lo in range(0, len(qm), batch):
             idx.search(qm[lo : lo + batch], qs[lo : lo + batch], k, candidates=cands, fingerprint=fingerprint)
-        total = time.perf_counter() - start
+        total = (time.perf_counter() - start, time.thread_time() - cpu)
     finally:
-        idx._faiss, cand_stage.set_search_params = real, set_params
+        idx._faiss, idx.threads, cand_stage.set_search_params = real, threads, set_params
         timer.close()
-    sec = {name: timer.seconds.get(name, 0.0) for name in (
-        "FAISS search", "candidate stage (FAISS + selection)", "exact kernel", "top-k merge", "metadata + result",
-        "final top-k + result", "re-rank (gather + kernel + merge)")}
-    final_sort = sec["final top-k + result"] - sec["metadata + result"]
-    merge = sec["top-k merge"] - final_sort  # _best inside the re-rank (the final sort calls it too)
-    phases = {
-        "FAISS search": sec["FAISS search"],
-        "candidate selection": sec["candidate stage (FAISS + selection)"] - sec["FAISS search"],
-        "gather samples": sec["re-rank (gather + kernel + merge)"] - sec["exact kernel"] - merge,
-        "exact kernel": sec["exact kernel"],
-        "streamed top-k merge": merge,
-        "final sort": final_sort,
-        "metadata + result": sec["metadata + result"],
-    }
-    phases["other (checks, vectors)"] = total - sum(phases.values())
+    phases = {}
+    for j, clock in enumerate((timer.seconds, timer.cpu)):
+        sec = {name: clock.get(name, 0.0) for name in (
+            "FAISS search", "candidate stage (FAISS + selection)", "exact kernel", "top-k merge", "metadata + result",
+            "final top-k + result", "re-rank (gather + kernel + merge)")}
+        final_sort = sec["final top-k + result"] - sec["metadata + result"]
+        merge = sec["top-k merge"] - final_sort  # _best inside the re-rank (the final sort calls it too)
+        parts = {
+            "FAISS search": sec["FAISS search"],
+            "candidate selection": sec["candidate stage (FAISS + selection)"] - sec["FAISS search"],
+            "gather samples": sec["re-rank (gather + kernel + merge)"] - sec["exact kernel"] - merge,
+            "exact kernel": sec["exact kernel"],
+            "streamed top-k merge": merge,
+            "final sort": final_sort,
+            "metadata + result": sec["metadata + result"],
+        }
+        parts["other (checks, vectors)"] = total[j] - sum(parts.values())
+        for name, value in parts.items():
+            phases.setdefault(name, [0.0, 0.0])[j] = value
     return phases, total
 
 
@@ -278,6 +300,31 @@ def load_or_make(args):
     return (means, samples), (qm, qs), match, fingerprint, source, None, cache
 
 
+def build_index(means, samples, match, fingerprint, factory, vectors, cache):
+    """A PoseIndex over the entries with its FAISS stage built -> (index, build seconds); with a cache directory the
+    FAISS structure is read from / written to it (the build time then is the one recorded when it was built)."""
+    import faiss
+
+    idx = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory=factory, candidate_vectors=vectors)
+    idx.add(means, samples)
+    resolved = idx.faiss_factory
+    path = None if cache is None else cache / f"faiss-{resolved.replace(',', '_')}-{vectors}.index"
+    if path is not None and path.exists():
+        from prpose.index import candidates as cand_stage
+
+        idx._vectors = cand_stage.entry_vectors(means, samples, vectors)
+        idx._faiss, idx._faiss_factory = faiss.read_index(str(path)), resolved
+        assert idx._faiss.ntotal == len(means), f"{path} holds {idx._faiss.ntotal} entries, expected {len(means)}"
+        return idx, float(path.with_suffix(".seconds").read_text())
+    t = time.perf_counter()
+    idx._ensure_faiss()  # build now so that its time is the build time, not the first search's
+    build_s = time.perf_counter() - t
+    if path is not None:
+        faiss.write_index(idx._faiss, str(path))
+        path.with_suffix(".seconds").write_text(f"{build_s:.3f}")
+    return idx, build_s
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=1_000_000)
@@ -296,8 +343,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="training run directory (uses its embeddings and match parameters)")
     p.add_argument("--data", help="prepared dataset to embed with --model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="BLAS/OpenMP threads (default 1: on a shared 2-core machine spinning thread pools made "
+    p.add_argument("--threads", type=int, default=None,
+                   help="search threads of the settings without T= (PoseIndex.threads; default every core); when "
+                   "given, also the BLAS/OpenMP threads of builds and the reference (default 1: on a shared 2-core "
+                   "machine spinning thread pools made "
                    "both the reference and FAISS ~9x slower under load)")
     p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
                    help=f"FACTORY:PARAM:C=N:VECTORS rows (default: {' '.join(DEFAULT_SETTINGS)}); the baseline "
@@ -318,7 +367,11 @@ def main(argv=None) -> int:
     print(f"# data: {source}")
     print(f"# N={n:,} entries, Q={q:,} queries, k={k}, D={means.shape[1]}, K={samples.shape[1]}, "
           f"match (a, b, s)={tuple(round(v, 4) for v in match)}; ready in {time.perf_counter() - t0:.1f} s")
-    print(f"# machine: {os.cpu_count()} cores, {args.threads} thread(s) used, load average "
+    from prpose.index.parallel import available_cores
+
+    threads = args.threads or available_cores()
+    print(f"# machine: {os.cpu_count()} cores; search threads {threads} unless a setting says T=N; BLAS/OpenMP threads "
+          f"{_THREADS}; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} (1/5/15 min) at start")
     sys.stdout.flush()
 
@@ -346,11 +399,11 @@ def main(argv=None) -> int:
           f"{timed} queries{'; reference ids of ' + str(ne) + ' queries from the cache, checked' if cached else ''})")
     sys.stdout.flush()
 
-    header = (f"{'setting':<40} {'build s':>7} {'B/entry':>7} {'QPS':>7} {'QPS/cpu':>8} {'x base':>7} "
+    header = (f"{'setting':<48} {'build s':>7} {'B/entry':>7} {'QPS':>7} {'QPS/cpu':>8} {'x base':>7} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'R@1':>6} {f'R@{k}':>6}")
     print(header)
     print("-" * len(header))
-    print(f"{'exact brute force (reference)':<40} {'-':>7} {means[0].nbytes + samples[0].nbytes:>7} "
+    print(f"{'exact brute force (reference)':<48} {'-':>7} {means[0].nbytes + samples[0].nbytes:>7} "
           f"{1 / exact_wall:>7.2f} {1 / exact_cpu:>8.2f} {'-':>7} {1000 * exact_wall:>7.0f} {'-':>7} "
           f"{1.0:>6.3f} {1.0:>6.3f}")
     settings = [BASELINE] + [s for s in args.settings if s != BASELINE]
@@ -358,18 +411,14 @@ def main(argv=None) -> int:
     rows, phases_of = [], {}
     base_cpu_qps = None
     for text in settings:
-        factory, knob, value, cands, vectors = parse_setting(text)
+        factory, knob, value, cands, vectors, search_threads = parse_setting(text, threads)
         key = (factory, vectors)
         if key not in built:
-            idx = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory=factory,
-                            candidate_vectors=vectors)
-            t = time.perf_counter()
-            idx.add(means, samples)
-            idx._ensure_faiss()  # build now so that its time is the build time, not the first search's
-            built[key] = (idx, time.perf_counter() - t)
+            built[key] = build_index(means, samples, match, fingerprint, factory, vectors, cache)
         idx, build_s = built[key]
         idx.ef_search = value if knob == "ef" else None
         idx.nprobe = value if knob == "nprobe" else None
+        idx.threads = search_threads
         idx.search(qm[:1], qs[:1], k, candidates=cands, fingerprint=fingerprint)  # warm-up
         res_ids = np.empty((q, k), np.int64)
         t, c = time.perf_counter(), time.process_time()
@@ -386,20 +435,21 @@ def main(argv=None) -> int:
         p50, p99 = np.percentile(np.array(lat) * 1000, [50, 99])
         r1, rk = recall(res_ids[:ne], exact_ids[:, :k], k)
         mem = means[0].nbytes + samples[0].nbytes + faiss_bytes(idx) / n
-        label = text + (" (BASELINE)" if text == BASELINE else "")
-        print(f"{label:<40} {build_s:>7.1f} {mem:>7.0f} {qps:>7.0f} {cpu_qps:>8.0f} {cpu_qps / base_cpu_qps:>7.2f} "
+        label = text + (" (BASELINE)" if text == BASELINE else f" [{idx.faiss_factory}]" if factory == "auto" else "")
+        print(f"{label:<48} {build_s:>7.1f} {mem:>7.0f} {qps:>7.0f} {cpu_qps:>8.0f} {cpu_qps / base_cpu_qps:>7.2f} "
               f"{p50:>7.2f} {p99:>7.2f} {r1:>6.3f} {rk:>6.3f}")
         sys.stdout.flush()
         rows.append((text, r1, rk, qps, cpu_qps, p50))
         if args.breakdown:
             phases_of[text] = breakdown(idx, qm[:q], qs[:q], k, cands, fingerprint, args.batch)
     if args.breakdown:
-        print(f"\n# where a batched query's time goes (wall microseconds per query, share of the pass; batches of "
-              f"{args.batch})")
-        for text, (phases, total) in phases_of.items():
-            print(f"{text}{' (BASELINE)' if text == BASELINE else ''}: {1e6 * total / q:.0f} us/query")
-            for name, sec in phases.items():
-                print(f"    {name:<26} {1e6 * sec / q:>8.1f} us  {100 * sec / total:>5.1f}%")
+        print(f"\n# where a batched query's time goes on one thread (microseconds per query, wall and CPU, share of "
+              f"the CPU; batches of {args.batch})")
+        for text, (phases, (total, total_cpu)) in phases_of.items():
+            print(f"{text}{' (BASELINE)' if text == BASELINE else ''}: {1e6 * total / q:.0f} us/query wall, "
+                  f"{1e6 * total_cpu / q:.0f} CPU")
+            for name, (sec, cpu) in phases.items():
+                print(f"    {name:<26} {1e6 * sec / q:>8.1f} us  {1e6 * cpu / q:>8.1f} us CPU  {100 * cpu / total_cpu:>5.1f}%")
     targets = "R@1 >= 0.99, R@k >= 0.98, >= 10,000 QPS, p50 < 1 ms"
     ok = [r[0] for r in rows if r[1] >= 0.99 and r[2] >= 0.98 and r[3] >= 10_000 and r[5] < 1.0]
     ok_cpu = [r[0] for r in rows if r[1] >= 0.99 and r[2] >= 0.98 and r[4] >= 10_000 and r[5] < 1.0]
