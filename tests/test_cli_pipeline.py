@@ -69,6 +69,20 @@ def test_query_returns_the_same_frame_from_another_camera(pipeline, capsys):
     assert min(m["np_mpjpe_to_truth"] for r in results for m in r["matches"]) < 0.1
 
 
+def test_query_threads_give_the_same_matches(pipeline, capsys):
+    queries, _ = _query_file(pipeline)
+    outputs = []
+    for threads in ("1", "2"):
+        capsys.readouterr()
+        assert main(["query", "--index", str(pipeline / "index"), "--input", str(queries), "--k", "5", "--json",
+                     "--threads", threads]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert main(["query", "--index", str(pipeline / "index"), "--input", str(queries), "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "threads=0" in err, err
+
+
 def test_query_table_and_picture(pipeline, capsys):
     queries, _ = _query_file(pipeline)
     picture = pipeline / "matches.png"

@@ -75,6 +75,12 @@ def test_merged_shards_search_like_one_index(tmp_path):
     found = sharded.search(qm, qs, 15, fingerprint="m").ids
     exact = single.search_exact(qm, qs, 15, fingerprint="m").ids
     assert np.mean(found == exact) >= np.mean(single.search(qm, qs, 15, fingerprint="m").ids == exact)
+    # Threads: set on every shard, same hits.
+    sharded.threads = 2
+    assert [s.threads for s in sharded.shards] == [2, 2, 2] and sharded.threads == 2
+    two = sharded.search(qm, qs, 15, fingerprint="m")
+    sharded.threads = 1
+    assert_same_hits(sharded.search(qm, qs, 15, fingerprint="m"), two)
     # Fewer entries than k: padded like a single index.
     small = sharded.search(qm[:2], qs[:2], 1000, fingerprint="m")
     assert (small.ids[:, :900] >= 0).all() and (small.ids[:, 900:] == -1).all()

@@ -31,6 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="keypoints scoring below this count as missing, in [0, 1] (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table: {\"queries\": [{query, "
                         "row, id, matches}], \"skipped\": [{row, id, reason}]}")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads the search runs its query blocks on (default: every core; the matches do not "
+                             "depend on it)")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="draw each query beside its top matches, in 2D and (with their 3D poses) in 3D, into "
                              "this image file (.png added when the name has no extension)")
@@ -172,6 +175,10 @@ def main(args) -> int:
     if args.k < 1:
         raise PrposeError(f"--k {args.k}: expected a positive integer")
     check_fraction(args.score_threshold, "--score-threshold")
+    if args.threads is not None:
+        from prpose.index.parallel import resolve_threads
+
+        resolve_threads(args.threads, "query --threads")
     plot = check_output_image(args.plot, "--plot") if args.plot else None
     poses = read_keypoints(args.input, args.profile)
     library = None
@@ -184,6 +191,8 @@ def main(args) -> int:
     else:
         model, library = _packaged_library(args.model)
         index = library
+    if args.threads is not None:
+        (index.index if index is library else index).threads = args.threads
     usable = embed_poses(model, poses, args.score_threshold, "query")
     emb, rows = usable.embeddings, usable.rows
     all_ids = poses.ids

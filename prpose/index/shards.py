@@ -218,6 +218,16 @@ class ShardedIndex:
     def ntotal(self) -> int:
         return int(sum(len(s) for s in self.shards))
 
+    @property
+    def threads(self):
+        """Search threads of every shard (`PoseIndex.threads`; the shards are searched one after another)."""
+        return self.shards[0].threads
+
+    @threads.setter
+    def threads(self, value):
+        for shard in self.shards:
+            shard.threads = value
+
     def __len__(self) -> int:
         return self.ntotal
 
