@@ -153,7 +153,7 @@ def nearest_candidates(index, vectors: np.ndarray, query_vectors: np.ndarray, nu
     cols = max(1, _RECOMPUTE_BUDGET // max(len(cand), 1))
     for lo in range(0, wide, cols):
         block = cand[:, lo : lo + cols]
-        diff = vectors[np.where(block >= 0, block, 0)] - query_vectors[:, None, :]
+        diff = np.take(vectors, np.where(block >= 0, block, 0), axis=0) - query_vectors[:, None, :]
         dist[:, lo : lo + cols] = np.einsum("qcv,qcv->qc", diff, diff)
     dist[~valid] = np.inf
     order = np.lexsort((np.where(valid, cand, np.iinfo(np.int64).max), dist), axis=-1)[:, :num]

@@ -222,9 +222,11 @@ class PoseIndex:
         flat = ids.ravel()
         stored = self.stored()
         if self.sample_storage == "gaussian":
-            out = storage.regenerate_samples(self.means()[flat], stored[flat], self.num_samples, self.noise_seed)
+            out = storage.regenerate_samples(np.take(self.means(), flat, axis=0), np.take(stored, flat, axis=0),
+                                             self.num_samples, self.noise_seed)
         else:
-            out = stored[flat].astype(np.float32, copy=False)
+            # np.take: half the time of fancy indexing for rows scattered over a large array (measured)
+            out = np.take(stored, flat, axis=0).astype(np.float32, copy=False)
         return out.reshape(*ids.shape, self.num_samples, self.embedding_dim)
 
     def metadata(self) -> dict[str, np.ndarray]:
