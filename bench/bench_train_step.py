@@ -50,20 +50,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
+import math
 import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _set_threads(threads: int) -> None:
-    """Before JAX starts: run XLA's CPU work on ``threads`` threads (1 = single-threaded Eigen)."""
+    """Before JAX starts: with ``threads`` 1, one core (the process is pinned to the first CPU it may use, so XLA's
+    thread pool gets one thread: the profiler then shows every op run alone) and single-threaded Eigen."""
     if threads == 1:
         flags = os.environ.get("XLA_FLAGS", "")
-        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def mlp_forward_flops(model_config) -> int:
@@ -99,8 +106,11 @@ def step_function(config):
 
     import jax
 
+    from prpose import training
     from prpose.training import create_train_state, make_optimizer, train_step
 
+    if hasattr(training, "reuse_freed_memory"):  # as train_and_evaluate does (older revisions: --against)
+        training.reuse_freed_memory()
     tx = make_optimizer(config)
     graphdef, _, state, ema = create_train_state(config, tx)
     step = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config), donate_argnums=(0, 1))
@@ -262,6 +272,351 @@ def breakdown(config, arrays, rounds: int, calls: int, matmul_n: int):
               f"steps/s, {config.batch_size / times['full step']:.0f} examples/s")
 
 
+# --- op by op: the JAX profiler's trace of the full step (--profile) -------------------------------------------
+
+# Named scopes of prpose.training.train_step (and the losses / model it calls), innermost first: the row an HLO
+# op is charged to. "transpose(" in an op's name marks the backward pass (jax names the VJP's ops so).
+SCOPE_ROWS = (
+    ("dropout_rng", "dropout RNG (fwd)", None),
+    ("mining", "mining (NP-MPJPE shortlist)", None),
+    ("embedder", "embedder fwd", "embedder bwd"),
+    ("loss", "loss fwd (samples, K x K)", "loss bwd"),
+    ("augment", "batch + augmentation", None),
+    ("optimizer", "optimizer", None),
+    ("ema", "EMA", None),
+)
+OTHER_ROW = "other (keys, grad norm, metrics)"
+
+
+class HloOp(NamedTuple):
+    """One instruction of the compiled module: opcode, source op name (metadata), dot FLOPs inside it."""
+
+    opcode: str
+    op_name: str
+    flops: float  # 2 * M * N * K summed over the dots it runs (a fusion: the dots fused into it); 0 otherwise
+    kind: str  # matmul | rng | copy | fusion | control | other
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+) = ")
+
+
+def _split_shape(text: str) -> tuple[str, str]:
+    """'f32[2,3]{1,0} dot(...' or '(s32[], u32[4]{0}) while(...' -> (shape, rest)."""
+    if text.startswith("("):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth == 0:
+                return text[:i + 1], text[i + 1:].lstrip()
+    shape, _, rest = text.partition(" ")
+    return shape, rest
+
+
+def _dims(shape: str) -> list[int]:
+    match = re.match(r"\w+\[([\d,]*)\]", shape)
+    return [int(d) for d in match.group(1).split(",") if d] if match else []
+
+
+def parse_hlo(text: str) -> tuple[str, dict[str, HloOp]]:
+    """(module name, {instruction name: HloOp}) of an optimised HLO module's text (``compiled.as_text()``).
+
+    A fusion's FLOPs are those of the dots in the computations it calls (YNNPACK / Eigen matmul fusions).
+    """
+    module = re.search(r"^HloModule (\S+?),?\s", text, re.M).group(1)
+    shapes, raw, computation, members = {}, {}, None, {}
+    for line in text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%(\S+) \(", line)
+        if header:
+            computation = header.group(1)
+            members[computation] = []
+            continue
+        match = _INSTRUCTION.match(line)
+        if not match or computation is None:
+            continue
+        name = match.group(1)
+        shape, rest = _split_shape(line[match.end():])
+        opcode = re.match(r"[\w-]+", rest).group(0)
+        shapes[name] = shape
+        raw[name] = (opcode, rest)
+        members[computation].append(name)
+
+    def own_flops(name):
+        opcode, rest = raw[name]
+        if opcode != "dot":
+            return 0.0
+        lhs = re.match(r"dot\(%([^\s,)]+)", rest).group(1)
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+        k = math.prod(_dims(shapes[lhs])[int(d)] for d in contracting.split(",") if d)
+        return 2.0 * math.prod(_dims(shapes[name])) * k
+
+    def fused_flops(computation):
+        total = 0.0
+        for name in members.get(computation, ()):
+            total += own_flops(name)
+            for called in re.findall(r"calls=%([\w.-]+)", raw[name][1]):
+                total += fused_flops(called)
+        return total
+
+    ops = {}
+    for name, (opcode, rest) in raw.items():
+        op_name = re.search(r'op_name="([^"]*)"', rest)
+        op_name = op_name.group(1) if op_name else ""
+        flops = own_flops(name)
+        if opcode == "fusion":
+            flops += sum(fused_flops(c) for c in re.findall(r"calls=%([\w.-]+)", rest))
+        if flops:
+            kind = "matmul"
+        elif "threefry" in op_name or "dropout_rng" in op_name or "random_bits" in op_name or "_uniform" in op_name:
+            kind = "rng"
+        elif opcode in ("copy", "copy-start", "copy-done", "transpose"):
+            kind = "copy"
+        elif opcode in ("while", "conditional", "call"):
+            kind = "control"
+        elif opcode == "fusion":
+            kind = "fusion"
+        else:
+            kind = "other"
+        ops[name] = HloOp(opcode, op_name, flops, kind)
+    return module, ops
+
+
+def stage_of(op_name: str) -> str:
+    """The breakdown row of an HLO op from its source op name (named scopes; see SCOPE_ROWS)."""
+    parts = set(re.split(r"[/()]", op_name))
+    for scope, forward, backward in SCOPE_ROWS:
+        if scope in parts:
+            return backward if backward and "transpose(" in op_name else forward
+    return OTHER_ROW
+
+
+EXECUTOR = "XLA runtime (thunk executor, task scheduling)"
+
+
+def _cpu_intervals(plane, module: str):
+    """Per thread of the host plane: the time-ordered intervals [start ns, end ns, kind, value] and the
+    thread-pool tasks' producers {id: (thread, ns)}; kinds: op (value: HLO op of ``module``), exec (the thunk
+    executor), task (a thread-pool task; value: its id), wait (blocked: not CPU work)."""
+    threads, producers = [], {}
+    for index, line in enumerate(plane.lines):
+        intervals, open_tasks = [], []
+        for ev in sorted(line.events, key=lambda e: e.start_ns):
+            stats = dict(ev.stats)
+            start, end = ev.start_ns, ev.start_ns + ev.duration_ns
+            if "hlo_op" in stats and stats.get("hlo_module") == module:
+                intervals.append([start, end, "op", stats["hlo_op"], stats.get("run_id")])
+            elif ev.name == "ThunkExecutor::Execute":
+                intervals.append([start, end, "exec", None, None])
+            elif ev.name.startswith("ThunkExecutor::Execute (wait") or ev.name.endswith("::Await"):
+                intervals.append([start, end, "wait", None, None])
+            elif ev.name == "ThreadpoolListener::Record":
+                producers[stats["_p"]] = (index, start)
+            elif ev.name == "ThreadpoolListener::StartRegion":
+                open_tasks.append([start, None, "task", stats["_c"], None])
+            elif ev.name == "ThreadpoolListener::StopRegion" and open_tasks:
+                task = open_tasks.pop()
+                task[1] = start
+                intervals.append(task)
+        threads.append(intervals)
+    return threads, producers
+
+
+def attribute_cpu_time(plane, module: str, cores: int):
+    """CPU time (ns) per HLO op of ``module`` from a profiler XSpace's host plane, and the op's event count.
+
+    XLA's CPU runtime writes one event per executed thunk (HLO op or fusion; a loop's body ops nest inside the
+    loop's event) and marks thread-pool tasks (StartRegion / StopRegion, linked by id to the Record of the
+    thread that scheduled them). Every moment of every thread is charged to the innermost interval running on
+    it: an op's event to the op; a task to the op that scheduled it (an asynchronous matmul or a partitioned
+    fusion running on the pool; tasks scheduled by tasks inherit their owner); the executor's own time and tasks
+    it scheduled outside any op to EXECUTOR; blocked waits to nobody. When more threads are busy than ``cores``,
+    each is charged its share (dt * cores / busy threads), so the total estimates the process's CPU time.
+
+    Returns ({op or EXECUTOR: ns}, {op: events}, {run id: (first op start, last op end) ns}).
+    """
+    threads, producers = _cpu_intervals(plane, module)
+    points = []  # (time, order, thread, interval); order: ends (0) before starts (1)
+    for index, intervals in enumerate(threads):
+        for interval in intervals:
+            points.append((interval[0], 1, -(interval[1] - interval[0]), index, interval))
+            points.append((interval[1], 0, 0, index, interval))
+    for task, (index, time) in producers.items():
+        points.append((time, 2, 0, index, task))  # a Record: resolved after the intervals open at that time
+    points.sort(key=lambda p: p[:3])
+    stacks = [[] for _ in threads]
+    task_owner, charged, events, runs = {}, {}, {}, {}
+
+    def owner(stack):
+        for interval in reversed(stack):
+            kind = interval[2]
+            if kind == "op":
+                return interval[3]
+            if kind == "task":
+                return task_owner.get(interval[3], EXECUTOR)
+            if kind == "wait":
+                return None
+        return EXECUTOR if stack else None
+
+    last = None
+    for time, order, _, index, item in points:
+        if last is not None and time > last:
+            busy = [o for o in (owner(s) for s in stacks) if o is not None]
+            share = (time - last) * min(1.0, cores / len(busy)) if busy else 0.0
+            for o in busy:
+                charged[o] = charged.get(o, 0.0) + share
+        last = time
+        if order == 2:
+            task_owner[item] = owner(stacks[index]) or EXECUTOR
+        elif order == 1:
+            stacks[index].append(item)
+            if item[2] == "op":
+                events[item[3]] = events.get(item[3], 0) + 1
+                start, end = runs.get(item[4], (math.inf, -math.inf))
+                runs[item[4]] = (min(start, item[0]), max(end, item[1]))
+        else:
+            stacks[index].remove(item)
+    return charged, events, runs
+
+
+def profile_ops(run_step, steps: int, hlo_text: str, log_dir: str, perfetto: bool = False) -> dict:
+    """Trace ``steps`` calls of ``run_step`` (each waited for) and charge the CPU time per HLO op.
+
+    Returns {"ops": {name: (HloOp, events per step, ms per step charged)}, "executor_ms": the runtime's own ms
+    per step, "span_ms": the mean span of one execution (first op start to last op end), "traced_wall",
+    "traced_cpu": s per step while traced, "steps": steps}. The charges are thread time: with other processes
+    on the machine they include the time a thread was runnable but preempted (print_profile rescales).
+    """
+    import jax
+
+    module, hlo = parse_hlo(hlo_text)
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0  # the Python tracer costs more than small ops take
+    with jax.profiler.trace(log_dir, create_perfetto_trace=perfetto, profiler_options=options):
+        wall, cpu = _timed(lambda: jax.block_until_ready(run_step()), steps)
+    paths = glob.glob(os.path.join(log_dir, "plugins", "profile", "*", "*.xplane.pb"))
+    if not paths:
+        raise SystemExit(f"bench_train_step: the profiler wrote no *.xplane.pb under {log_dir}")
+    plane = jax.profiler.ProfileData.from_file(max(paths, key=os.path.getmtime)).find_plane_with_name("/host:CPU")
+    charged, events, runs = attribute_cpu_time(plane, module, len(os.sched_getaffinity(0)))
+    if len(runs) != steps:
+        raise SystemExit(f"bench_train_step: the trace holds {len(runs)} executions of {module}, expected {steps}")
+    unknown = sorted(set(events) - set(hlo))
+    if unknown:
+        raise SystemExit(f"bench_train_step: traced ops not in the compiled module: {unknown[:5]}")
+    ops = {name: (hlo[name], count / steps, charged.get(name, 0.0) / steps / 1e6) for name, count in events.items()}
+    span = sum(end - start for start, end in runs.values()) / steps / 1e6
+    return {"ops": ops, "executor_ms": charged.get(EXECUTOR, 0.0) / steps / 1e6, "span_ms": span, "steps": steps,
+            "traced_wall": wall, "traced_cpu": cpu}
+
+
+def stage_table(ops: dict) -> dict[str, dict]:
+    """{row: {"events", "ms", "matmul_ms", "flops", "rng_ms", "copy_ms"}} per step, from profile_ops' "ops"."""
+    rows: dict[str, dict] = {}
+    for op, count, ms in ops.values():
+        row = rows.setdefault(stage_of(op.op_name), dict(events=0.0, ms=0.0, matmul_ms=0.0, flops=0.0, rng_ms=0.0,
+                                                          copy_ms=0.0))
+        row["events"] += count
+        row["ms"] += ms
+        row["flops"] += op.flops * count
+        if op.kind == "matmul":
+            row["matmul_ms"] += ms
+        elif op.kind in ("rng", "copy"):
+            row[f"{op.kind}_ms"] += ms
+    return rows
+
+
+def print_profile(prof: dict, step_wall: float, step_cpu: float, peak: float, top: int) -> None:
+    """The op-by-op tables: per stage, per kind of op, the ``top`` ops.
+
+    The charged thread times are scaled to the untraced step's CPU time (``step_cpu``): on a shared machine a
+    thread's time includes preemption by other processes, which inflates every op alike; the shares are what
+    the trace measures.
+    """
+    charged = sum(ms for _, _, ms in prof["ops"].values()) + prof["executor_ms"]
+    scale = 1e3 * step_cpu / charged
+    ops = {name: (op, count, ms * scale) for name, (op, count, ms) in prof["ops"].items()}
+    executor = prof["executor_ms"] * scale
+    total = 1e3 * step_cpu
+    print(f"op by op: jax.profiler trace of {prof['steps']} steps; thread time charged per HLO op (its thunk events "
+          f"and the pool tasks it scheduled); matmul reference {peak:.1f} GFLOP/s by CPU time")
+    print(f"untraced step: {1e3 * step_wall:.2f} ms wall, {1e3 * step_cpu:.2f} ms CPU; traced: "
+          f"{1e3 * prof['traced_wall']:.2f} ms wall, {1e3 * prof['traced_cpu']:.2f} ms CPU (profiler overhead "
+          f"{100 * (prof['traced_cpu'] / step_cpu - 1):+.0f}%), execution span {prof['span_ms']:.2f} ms; thread time "
+          f"charged {charged:.2f} ms = {charged / 1e3 / prof['traced_cpu']:.2f} x the traced CPU time (> 1: "
+          f"preempted by other processes); rows scaled to the untraced CPU time")
+    print(f"{'stage':<34} {'ops':>5} {'CPU ms':>7} {'%':>5} {'matmul':>7} {'GFLOP':>6} {'GFLOP/s':>7} {'% peak':>6} "
+          f"{'RNG':>6} {'copy':>6} {'other':>7}")
+    rows = stage_table(ops)
+    order = [r for _, f, b in SCOPE_ROWS for r in (f, b) if r] + [OTHER_ROW]
+    for name in sorted(rows, key=order.index):
+        r = rows[name]
+        rate = f"{r['flops'] / 1e6 / r['matmul_ms']:>7.1f} {100 * r['flops'] / 1e6 / r['matmul_ms'] / peak:>5.0f}%" \
+            if r["matmul_ms"] else " " * 14
+        rest = r["ms"] - r["matmul_ms"] - r["rng_ms"] - r["copy_ms"]
+        print(f"{name:<34} {r['events']:>5.0f} {r['ms']:>7.2f} {100 * r['ms'] / total:>4.1f}% {r['matmul_ms']:>7.2f} "
+              f"{r['flops'] / 1e9:>6.2f} {rate} {r['rng_ms']:>6.2f} {r['copy_ms']:>6.2f} {rest:>7.2f}")
+    print(f"{EXECUTOR[:34]:<34} {'':>5} {executor:>7.2f} {100 * executor / total:>4.1f}%")
+    print(f"{'total':<34} {sum(r['events'] for r in rows.values()):>5.0f} {total:>7.2f}")
+    kinds: dict[str, list[float]] = {}
+    for op, count, ms in ops.values():
+        k = kinds.setdefault(op.kind, [0.0, 0.0, 0.0])
+        k[0] += count
+        k[1] += ms
+        k[2] += op.flops * count
+    print("by kind: " + "; ".join(f"{k} {v[1]:.2f} ms ({100 * v[1] / total:.0f}%, {v[0]:.0f} ops"
+                                  + (f", {v[2] / 1e6 / v[1]:.1f} GFLOP/s" if v[2] else "") + ")"
+                                  for k, v in sorted(kinds.items(), key=lambda kv: -kv[1][1])))
+    if top:
+        print(f"{'HLO op (top ' + str(top) + ' by CPU time)':<34} {'kind':<7} {'n':>3} {'CPU ms':>7} {'%':>5} "
+              f"{'GFLOP':>6} {'GFLOP/s':>7}  stage / source op")
+    for name, (op, count, ms) in sorted(ops.items(), key=lambda kv: -kv[1][2])[:top]:
+        rate = f"{op.flops * count / 1e6 / ms:7.1f}" if op.flops else " " * 7
+        source = op.op_name.replace("jit(train_step)/", "")
+        print(f"{name[:34]:<34} {op.kind:<7} {count:>3.0f} {ms:>7.3f} {100 * ms / total:>4.1f}% "
+              f"{op.flops * count / 1e9:>6.3f} {rate}  {stage_of(op.op_name)} / {source[-56:]}")
+
+
+def profile(config, arrays, steps: int, matmul_n: int, top: int, trace_dir: str | None = None) -> dict:
+    """Time the full step (wall, CPU) and the matmul reference, then trace ``steps`` steps and print the
+    op-by-op tables. Returns profile_ops' result with "wall" and "cpu" (s per step) added."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    step, state, ema, _, _ = step_function(config)
+    compiled = step.lower(state, ema, arrays).compile()
+    hlo_text, hlo_temp_bytes = compiled.as_text(), compiled.memory_analysis().temp_size_in_bytes
+    box = {"state": state, "ema": ema}
+
+    def run_step():
+        box["state"], box["ema"], metrics = step(box["state"], box["ema"], arrays)
+        return box["state"], metrics
+
+    a = jax.random.normal(jax.random.key(0), (matmul_n, matmul_n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    for _ in range(2):
+        jax.block_until_ready((run_step(), matmul(a, a)))
+    times, kernel = [], []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        times.append((_timed(lambda: matmul(a, a), 1), _timed(run_step, steps)))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        kernel.append(((after.ru_minflt - before.ru_minflt) / steps, (after.ru_stime - before.ru_stime) / steps))
+    peak = float(np.median([2 * matmul_n ** 3 / t[0][1] / 1e9 for t in times]))  # by CPU time
+    wall, cpu = (float(np.median([t[1][i] for t in times])) for i in (0, 1))
+    faults, system = (float(np.median([k[i] for k in kernel])) for i in (0, 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        log_dir = trace_dir or tmp
+        prof = profile_ops(run_step, steps, hlo_text, log_dir, perfetto=bool(trace_dir))
+        if trace_dir:
+            with open(os.path.join(trace_dir, "train_step.hlo.txt"), "w") as f:
+                f.write(hlo_text)
+    print(f"\nwidth {config.model.width}, batch {config.batch_size}, {len(os.sched_getaffinity(0))} core(s) visible to XLA")
+    print(f"page faults {faults:.0f} per step (+ matmul reference), kernel time {1e3 * system:.2f} ms per step "
+          f"(the step's temporary buffer: {hlo_temp_bytes / 2 ** 20:.1f} MB)")
+    print_profile(prof, wall, cpu, peak, top)
+    return dict(prof, wall=wall, cpu=cpu, peak=peak, faults=faults, system=system)
+
+
 # --- old vs new, interleaved -----------------------------------------------------------------------------------
 
 def worker(args) -> int:
@@ -344,6 +699,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="prepared dataset (default: small synthetic, generated)")
     parser.add_argument("--against", default=None, metavar="GIT_REF",
                         help="also time the step of this git revision vs this checkout, interleaved")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also trace STEPS full steps with the JAX profiler and print the op-by-op tables")
+    parser.add_argument("--no-stages", action="store_true", help="skip the stage-by-stage table")
+    parser.add_argument("--top", type=int, default=25, help="HLO ops listed by --profile")
+    parser.add_argument("--trace-dir", default=None, help="keep --profile's trace (Perfetto, TensorBoard) and the "
+                        "step's optimised HLO (train_step.hlo.txt) here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     _set_threads(args.threads)
@@ -359,7 +720,11 @@ def main(argv=None) -> int:
     print(f"data: {report.summary()}")
     for width in args.width or [None]:
         for batch in args.batch or [None]:
-            breakdown(make_config(args, width, batch), arrays, args.rounds, args.calls, args.matmul)
+            if not args.no_stages:
+                breakdown(make_config(args, width, batch), arrays, args.rounds, args.calls, args.matmul)
+            if args.profile:
+                profile(make_config(args, width, batch), arrays, args.profile, args.matmul, args.top,
+                        args.trace_dir and os.path.join(args.trace_dir, f"w{width or 'preset'}_b{batch or 'preset'}"))
     if args.against:
         print(f"\nsteps/s: {args.against} vs this checkout (two worker processes taking turns)")
         against(args, args.against)

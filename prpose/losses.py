@@ -158,16 +158,17 @@ def pr_vipe_loss(
     if not isinstance(config, LossConfig):
         raise PrposeError(f"pr_vipe_loss: config is {type(config).__name__}, expected prpose.losses.LossConfig")
     sample_key, a_key, mine_key = jax.random.split(key, 3)
-    negative_index, valid = mine_negatives(
-        anchor_mean,
-        positive_mean,
-        poses3d,
-        kappa=config.kappa,
-        strategy=config.mining,
-        key=mine_key,
-        pose_distances=pose_distances,
-        joint_mask=joint_mask,
-    )
+    with jax.named_scope("mining"):
+        negative_index, valid = mine_negatives(
+            anchor_mean,
+            positive_mean,
+            poses3d,
+            kappa=config.kappa,
+            strategy=config.mining,
+            key=mine_key,
+            pose_distances=pose_distances,
+            joint_mask=joint_mask,
+        )
     valid_f = valid.astype(jnp.float32)
     valid_fraction = valid_f.mean()
 

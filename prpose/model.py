@@ -135,13 +135,14 @@ class Dropout(nnx.Dropout):
         deterministic = self.deterministic if deterministic is None else deterministic
         if self.rate == 0.0 or deterministic or self.broadcast_dims:
             return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
-        stream = rngs if rngs is not None else self.rngs
-        key = stream[self.rng_collection]() if isinstance(stream, nnx.Rngs) else stream()
         threshold = round((1.0 - self.rate) * 65536)
         size = inputs.size
-        bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
-        halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:size].reshape(inputs.shape)
-        keep = halves < jnp.uint16(threshold) if threshold < 65536 else jnp.ones(inputs.shape, bool)
+        with jax.named_scope("dropout_rng"):  # a row of bench/bench_train_step.py --profile
+            stream = rngs if rngs is not None else self.rngs
+            key = stream[self.rng_collection]() if isinstance(stream, nnx.Rngs) else stream()
+            bits = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
+            halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:size].reshape(inputs.shape)
+            keep = halves < jnp.uint16(threshold) if threshold < 65536 else jnp.ones(inputs.shape, bool)
         return jnp.where(keep, inputs * (65536.0 / threshold), jnp.zeros_like(inputs))
 
 

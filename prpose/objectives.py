@@ -75,12 +75,14 @@ def embedding_loss(model, views: Views, key, config):
     # the anchors show; prpose.mining computes only the pairs that decide the pick (same picks as the full
     # (B, B) matrix). No gradient.
     joint_mask = views.anchor_visible3d if config.loss.labels_visible_only else None
-    mean, stddev = model(views.inputs(), views.visible)
+    with jax.named_scope("embedder"):  # the rows of bench/bench_train_step.py --profile
+        mean, stddev = model(views.inputs(), views.visible)
     b = views.anchor2d.shape[0]
-    a_match, b_match = model.match_params()
-    loss, metrics = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a_match, b_match, key,
-                                 config.loss, config.model.num_samples, poses3d=jax.lax.stop_gradient(views.poses3d),
-                                 joint_mask=joint_mask)
+    with jax.named_scope("loss"):
+        a_match, b_match = model.match_params()
+        loss, metrics = pr_vipe_loss(mean[:b], stddev[:b], mean[b:], stddev[b:], a_match, b_match, key,
+                                     config.loss, config.model.num_samples,
+                                     poses3d=jax.lax.stop_gradient(views.poses3d), joint_mask=joint_mask)
     return loss, dict(metrics, a=a_match, b=b_match)
 
 
