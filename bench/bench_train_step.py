@@ -100,8 +100,8 @@ def load_arrays(data, config, tmp):
                              detections=config.augment.detection_probability > 0)
 
 
-def step_function(config):
-    """(jitted train step, state, ema) as prpose.training runs it (state and ema donated)."""
+def step_function(config, compiler_options=None):
+    """(jitted train step, state, ema, graphdef, tx) as prpose.training runs it (state and ema donated)."""
     import functools
 
     import jax
@@ -113,7 +113,8 @@ def step_function(config):
         training.reuse_freed_memory()
     tx = make_optimizer(config)
     graphdef, _, state, ema = create_train_state(config, tx)
-    step = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config), donate_argnums=(0, 1))
+    step = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, config=config), donate_argnums=(0, 1),
+                   compiler_options=compiler_options)
     return step, state, ema, graphdef, tx
 
 
