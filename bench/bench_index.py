@@ -59,9 +59,10 @@ from prpose.index import PoseIndex  # noqa: E402
 DEFAULT_MATCH = (float(np.exp(-0.65)), -0.5, 0.1)
 
 
-def synthetic(n, q, dim, k, seed, clusters=2000, centre_scale=1.0, spread=0.3, with_stddev=False, entry_samples=True):
+def synthetic(n, q, dim, k, seed, clusters=2000, centre_scale=1.0, spread=0.3, with_stddev=False, entry_samples=True,
+              stddev_dtype=np.float16):
     """Clustered Gaussian embeddings: (means (n, D), samples (n, K, D)) and the same for q queries; with_stddev:
-    (means, stddevs (n, D) float16, samples) with the samples drawn from the float16-rounded stddevs;
+    (means, stddevs (n, D) in stddev_dtype, samples) with the samples drawn from those stddevs;
     entry_samples=False (with with_stddev): the n entries' samples are None (a "gaussian" index needs none)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=centre_scale, size=(clusters, dim)).astype(np.float32)
@@ -73,7 +74,7 @@ def synthetic(n, q, dim, k, seed, clusters=2000, centre_scale=1.0, spread=0.3, w
         std = rng.uniform(0.1, 0.5, size=(count, 1)).astype(np.float32)
         std = std * rng.uniform(0.8, 1.2, size=(count, dim)).astype(np.float32)
         if with_stddev:
-            std = std.astype(np.float16)
+            std = std.astype(stddev_dtype)
         if not with_samples:
             return means, std, None
         samples = np.empty((count, k, dim), np.float32)

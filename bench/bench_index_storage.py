@@ -1,26 +1,31 @@
 """Bytes per index entry against ranking quality: how the samples are stored, and which FAISS candidate stage.
 
     .venv/bin/python bench/bench_index_storage.py                        # 200,000 synthetic entries
-    .venv/bin/python bench/bench_index_storage.py --size 20000 --reference-samples 400   # + the large-K reference
+    .venv/bin/python bench/bench_index_storage.py --size 100000 --reference-samples 400   # + the large-K context
 
 Part 1, sample storage (exact "Flat" candidate stage, so that only the storage differs). Each entry is a Gaussian
-(mean, stddev); the index keeps its K = 20 samples as
-  * float32  - the samples drawn once at embedding time (what the index stored before; the baseline),
-  * float16  - the same samples rounded to float16,
-  * gaussian - mean (float32, the candidate stage needs it anyway) + stddev (float16); the K samples are
-               regenerated from a per-entry noise keyed by the mean's bits (prpose.index.storage),
-  * float32, another draw - the same Gaussians sampled with another key: what rebuilding a float32 index with
-               another sample key gives (the Monte Carlo noise floor of K = 20 samples).
-For each: bytes per entry of the sample part, the exact ranking on it against the exact ranking on the float32
-samples (recall@1 / recall@k on --exact-queries queries), optionally against a large-K reference (the entries'
-Gaussians with --reference-samples samples each: closer to the ranking by the true match probability), the
-two-stage search against its own exact ranking, and batched queries/s with its ratio to float32 (same run).
+(mean, float32 stddev) and its K = 20 samples are `regenerate_samples(mean, stddev)` (prpose.index.storage: a fixed
+function of the entry, what `PoseIndex.add(means, stddevs=)` and `prpose index build` give in every storage):
+  * float32  - those samples stored in float32: the exact ranking of the entries' distribution (the baseline),
+  * float16  - the same samples stored in float16,
+  * gaussian - mean (float32, the candidate stage needs it anyway) + stddev (float16); the samples regenerated
+               from them at search time: differs from float32 by the stddev's float16 rounding only,
+  * PQ means - a candidate option: product-quantised means (PQ 16 x 8 bits, 16 B) + float16 stddev, measured at
+               its best (the same noise as float32's, around the decoded mean; the index does not implement it),
+  * float32, embedder's draw - the same Gaussians sampled with a random key (what an index stored before it
+               regenerated samples): the Monte Carlo noise of K = 20 samples, for context.
+For each: bytes per entry (mean + sample part), the exact ranking on it against the float32 baseline's exact ranking
+(recall@1 / recall@k on --exact-queries queries), optionally against a large-K reference (every entry's Gaussian
+with --reference-samples fresh samples: closer to the ranking by the true match probability; context for the noise
+all K = 20 rankings share), the two-stage search against its own exact ranking, and batched queries/s with its
+ratio to float32 (same run).
 
-Part 2, candidate stage (gaussian storage): FAISS structures over the means: build s, FAISS bytes per entry,
-recall of the two-stage search against the exact ranking, queries/s. Part 3: bytes per entry of every
+Part 2, candidate stage (gaussian storage): FAISS structures over the candidate vectors: build s, FAISS bytes per
+entry, recall of the two-stage search against the exact ranking, queries/s. Part 3: bytes per entry of every
 combination and what 10M entries take (16 GiB budget).
 
-Synthetic embeddings: bench/bench_index.py's clustered Gaussian mixture (the queries' samples are float32 draws).
+Synthetic embeddings: bench/bench_index.py's clustered Gaussian mixture with float32 stddevs (the queries' samples
+are float32 draws).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np  # noqa: E402
 
 from prpose.index import PoseIndex  # noqa: E402
 from prpose.index.kernels import rerank_distances  # noqa: E402
+from prpose.index.storage import regenerate_samples  # noqa: E402
 
 GIB = 1 << 30
 
@@ -53,6 +59,26 @@ def reference_ranking(means, stddevs, query_samples, k, num_samples, match, seed
         for qi, q in enumerate(query_samples):
             d[qi, lo:hi] = rerank_distances(q[None], x[None], a, b, s)[0]
     return np.stack([np.lexsort((np.arange(n), row))[:k] for row in d])
+
+
+def pq_decoded(means, seed, subquantizers=16, bits=8, train=65_536):
+    """The means after product quantisation (FAISS ProductQuantizer, `subquantizers` x `bits` bits per entry,
+    trained on `train` of them) and decoding: what a re-rank that kept only PQ codes would see."""
+    import faiss
+
+    pq = faiss.ProductQuantizer(means.shape[1], subquantizers, bits)
+    rows = np.random.default_rng(seed).choice(len(means), min(train, len(means)), replace=False)
+    pq.train(np.ascontiguousarray(means[np.sort(rows)]))
+    return pq.decode(pq.compute_codes(means))
+
+
+def regenerate_in_blocks(means, stddevs, centres, block=1 << 16):
+    """The samples `regenerate_samples(means, stddevs)` moved to other centres (n, D): the same noise around them."""
+    out = np.empty((len(means), 20, means.shape[1]), np.float32)
+    for lo in range(0, len(means), block):
+        hi = min(lo + block, len(means))
+        out[lo:hi] = regenerate_samples(means[lo:hi], stddevs[lo:hi], 20) - means[lo:hi, None] + centres[lo:hi, None]
+    return out
 
 
 def batched_qps(index, qm, qs, k, fingerprint):
@@ -78,10 +104,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     t0 = time.perf_counter()
-    (means, stddevs, samples), (qm, _, qs) = synthetic(args.size, args.queries, 16, 20, args.seed, with_stddev=True)
+    (means, stddevs, drawn), (qm, _, qs) = synthetic(args.size, args.queries, 16, 20, args.seed, with_stddev=True,
+                                                     stddev_dtype=np.float32)
     n, k, ne, fp, match = len(means), args.k, min(args.exact_queries, args.queries), "synthetic", tuple(args.match)
-    other = means[:, None] + stddevs[:, None] * np.random.default_rng(args.seed + 7).standard_normal(
-        samples.shape, np.float32)
     print(f"# SYNTHETIC clustered Gaussian embeddings: N={n:,}, {len(qm):,} queries ({ne} ranked exactly), k={k}, "
           f"D=16, K=20, match (a, b, s)={tuple(round(v, 4) for v in match)}; generated in "
           f"{time.perf_counter() - t0:.0f} s")
@@ -89,19 +114,24 @@ def main(argv=None) -> int:
     sys.stdout.flush()
 
     # -- part 1: sample storage -----------------------------------------------------------------------------
-    variants = [("float32 (baseline)", "float32", samples), ("float16", "float16", samples),
-                ("gaussian", "gaussian", None), ("float32, another draw", "float32", other)]
+    # (label, storage, mean + sample-part bytes per entry, how entries are added)
+    pq_means = pq_decoded(means, args.seed)
+    variants = [("float32 (baseline)", "float32", 64 + 1280, dict(stddevs=stddevs)),
+                ("float16", "float16", 64 + 640, dict(stddevs=stddevs)),
+                ("gaussian", "gaussian", 64 + 32, dict(stddevs=stddevs)),
+                ("PQ means + f16 stddev", "float32", 16 + 32,
+                 dict(samples=regenerate_in_blocks(means, stddevs.astype(np.float16), pq_means))),
+                ("float32, embedder's draw", "float32", 64 + 1280, dict(samples=drawn))]
+    del drawn
     built, exact = {}, {}
-    for label, storage, x in variants:
+    for label, storage, _, given in variants:
         index = PoseIndex(16, 20, match, fp, factory="Flat", sample_storage=storage)
-        if storage == "gaussian":
-            index.add(means, stddevs=stddevs)
-        else:
-            index.add(means, x)
+        index.add(means, **given)
         t = time.perf_counter()
         exact[label] = index.search_exact(qm[:ne], qs[:ne], k, fingerprint=fp).ids
         print(f"# exact ranking on {label}: {ne / (time.perf_counter() - t):.2f} queries/s", flush=True)
         built[label] = index
+        given.clear()
     ref = None
     if args.reference_samples:
         t = time.perf_counter()
@@ -109,30 +139,29 @@ def main(argv=None) -> int:
         print(f"# reference: every entry's Gaussian with K={args.reference_samples} samples "
               f"({time.perf_counter() - t:.0f} s)", flush=True)
     ref_cols = f" {'R@1 ref':>8} {f'R@{k} ref':>9}" if ref is not None else ""
-    header = (f"{'sample storage':<24} {'B/entry':>8} {'R@1 f32':>8} {f'R@{k} f32':>9}{ref_cols} "
+    header = (f"{'sample storage':<26} {'B/entry':>8} {'R@1 f32':>8} {f'R@{k} f32':>9}{ref_cols} "
               f"{'2-stage R@1':>11} {f'R@{k}':>6} {'QPS':>7} {'x f32':>6}")
-    print("\n## part 1: sample storage (Flat candidate stage; B/entry = the samples' part: samples, or stddev "
-          "beside the float32 mean every storage keeps)")
+    print("\n## part 1: sample storage (Flat candidate stage; B/entry = mean + the samples' part; R@ f32 = recall of "
+          "the exact ranking against the float32 baseline's exact ranking)")
     print(header)
     print("-" * len(header))
     base_qps = None
-    for label, storage, _ in variants:
+    for label, _, per_entry, _ in variants:
         index = built[label]
         ids, qps = batched_qps(index, qm, qs, k, fp)
         base_qps = base_qps or qps
-        part = {"float32": 20 * 16 * 4, "float16": 20 * 16 * 2, "gaussian": 16 * 2}[storage]
         r1, rk = recall(exact[label], exact["float32 (baseline)"], k)
         refs = "".join(f" {v:>8.3f}" if i == 0 else f" {v:>9.3f}"
                        for i, v in enumerate(recall(exact[label], ref, k))) if ref is not None else ""
         s1, sk = recall(ids[:ne], exact[label], k)
-        print(f"{label:<24} {part:>8} {r1:>8.3f} {rk:>9.3f}{refs} {s1:>11.3f} {sk:>6.3f} {qps:>7.0f} "
+        print(f"{label:<26} {per_entry:>8} {r1:>8.3f} {rk:>9.3f}{refs} {s1:>11.3f} {sk:>6.3f} {qps:>7.0f} "
               f"{qps / base_qps:>6.2f}", flush=True)
     if ref is not None:
         print(f"# R@1 ref / R@{k} ref: recall against the large-K reference; the float32 baseline's own value there "
               "is the noise of K = 20 samples, which every storage shares")
     # What the storage itself costs in the re-rank: producing 160 candidates' samples per query (CPU time).
     cand = np.random.default_rng(args.seed).integers(n, size=(len(qm), max(8 * k, 64)))
-    for label, _, _ in variants[:3]:
+    for label, _, _, _ in variants[:3]:
         t = time.process_time()
         for lo in range(0, len(cand), 50):
             built[label].entry_samples(cand[lo:lo + 50])

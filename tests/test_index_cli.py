@@ -140,3 +140,34 @@ def test_model_reference_is_part_of_the_atomic_replace(setup, tmp_path, monkeypa
     assert _build(setup, out) == 130  # the CLI reports the interruption
     reference = json.loads((out / "model.json").read_text())
     assert reference["fingerprint"] == json.loads((out / "manifest.json").read_text())["fingerprint"]
+
+
+def test_every_storage_indexes_the_same_regenerated_samples(setup, tmp_path):
+    """`index build --storage float32/float16/gaussian`: the entries' samples are regenerated from the model's
+    mean and stddev (not the embedder's keyed draws) in every storage, so the storages differ only by rounding
+    and rank queries alike; a second build is bit-identical."""
+    from prpose.dataset import load_dataset
+    from prpose.index import PoseIndex
+    from prpose.index.storage import regenerate_samples
+    from prpose.inference import load_model
+
+    built = {}
+    for name in ("float32", "float16", "gaussian", "gaussian again"):
+        assert _build(setup, tmp_path / name, "--storage", name.split()[0], "--factory", "Flat") == 0
+        built[name] = PoseIndex.load(tmp_path / name)
+    np.testing.assert_array_equal(built["gaussian again"].stored(), built["gaussian"].stored())
+    model, dataset = load_model(setup / "run"), load_dataset(setup / "data")
+    rows = built["float32"].metadata()["row"]
+    emb = model.embed(np.asarray(dataset.keypoints2d[rows, 0]), profile="h36m17",
+                      visible=np.asarray(dataset.visibility[rows, 0]))
+    want = regenerate_samples(emb.mean, emb.stddev, model.num_samples)
+    assert not np.allclose(want, emb.samples)  # not the embedder's own draws
+    np.testing.assert_allclose(built["float32"].samples(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(built["float16"].stored(), built["float32"].stored().astype(np.float16))
+    rounding = float(emb.stddev.max()) * 2.0**-11 * 6  # the float16 stddev's error times |noise| < 6
+    np.testing.assert_allclose(built["gaussian"].samples(), want, rtol=0, atol=rounding)
+    queries = emb.samples[:6]
+    hits = {name: index.search_exact(emb.mean[:6], queries, 5, fingerprint=model.fingerprint).ids
+            for name, index in built.items()}
+    np.testing.assert_array_equal(hits["float16"], hits["float32"])
+    np.testing.assert_array_equal(hits["gaussian"], hits["float32"])

@@ -28,9 +28,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factory", default="auto",
                         help='FAISS candidate stage: "auto", "Flat", "HNSW32", "IVF1024,Flat", ...')
     parser.add_argument("--storage", default="gaussian", choices=("gaussian", "float16", "float32"),
-                        help="how entries keep their samples: gaussian = mean + float16 stddev, samples "
-                        "regenerated (96 B/entry with the mean; default), or the embedder's samples in float16 "
-                        "(704 B) / float32 (1,344 B)")
+                        help="how entries keep their samples, which are a fixed function of each entry's mean and "
+                        "stddev (prpose.index.storage.regenerate_samples) whatever the storage: gaussian = mean + "
+                        "float16 stddev, samples regenerated when needed (96 B/entry with the mean; default), or the "
+                        "samples stored in float16 (704 B) / float32 (1,344 B)")
     parser.add_argument("--shard", metavar="I/N", default=None,
                         help="build only part I of N (from 0) into OUT/shard-I-of-N; run the N parts (processes "
                         "or machines), then `prpose index merge OUT`")
@@ -111,8 +112,6 @@ def _build_with_workers(args, out: pathlib.Path) -> int:
 
 
 def _build(args, out: pathlib.Path, shard: tuple[int, int]) -> int:
-    import jax
-
     from prpose.dataset import load_dataset
     from prpose.errors import PrposeError
     from prpose.index import PoseIndex, shards
@@ -134,8 +133,8 @@ def _build(args, out: pathlib.Path, shard: tuple[int, int]) -> int:
     labels = {name: dataset.labels(name) for name in ("source", "subject", "sequence")}
 
     def add(emb, chunk, column, points, visible):
-        stored = {"stddevs": emb.stddev} if args.storage == "gaussian" else {"samples": emb.samples}
-        index.add(emb.mean, **stored, metadata={
+        # The entries' samples come from their mean and stddev (PoseIndex.add), not from the embedder's draws.
+        index.add(emb.mean, stddevs=emb.stddev, metadata={
             **{name: values[chunk] for name, values in labels.items()},
             "frame": np.asarray(dataset.frame[chunk]),
             "camera": np.full(chunk.size, dataset.camera_names[column]),
@@ -156,10 +155,9 @@ def _build(args, out: pathlib.Path, shard: tuple[int, int]) -> int:
                     chunk = rows[start:min(start + _CHUNK, part.stop)]
                     points = np.asarray(dataset.keypoints2d[chunk, column])
                     visible = np.asarray(dataset.visibility[chunk, column])
-                    # A distinct sample key per chunk: entries must not share their noise draws. Views whose torso
-                    # is hidden cannot be normalised: the embedder skips them; they are counted and reported.
-                    key = jax.random.fold_in(jax.random.key(0), column * dataset.num_frames + start)
-                    emb, usable, _ = model.embed_usable(points, profile="h36m17", visible=visible, key=key)
+                    # Views whose torso is hidden cannot be normalised: the embedder skips them; they are counted
+                    # and reported.
+                    emb, usable, _ = model.embed_usable(points, profile="h36m17", visible=visible)
                     skipped += chunk.size - usable.size
                     if usable.size:
                         add(emb, chunk[usable], column, points[usable], visible[usable])
@@ -181,8 +179,6 @@ def _add_windows(model, dataset, args, columns, add) -> int:
     """Index entries of a temporal model: per camera, the window centred on each kept frame (every --every-th
     frame of the splits; windows take their neighbours from every frame of the splits, edge-replicated at the ends
     of each take: prpose.windows). Returns the number of kept views skipped (their own torso is not visible)."""
-    import jax
-
     from prpose.progress import progress
     from prpose.windows import embed_track
 
@@ -194,8 +190,7 @@ def _add_windows(model, dataset, args, columns, add) -> int:
     for column in progress(columns, desc="embedding windows", unit="camera"):
         points = np.asarray(dataset.keypoints2d[rows, column])
         visible = np.asarray(dataset.visibility[rows, column])
-        out = embed_track(model, points, "h36m17", key=jax.random.fold_in(jax.random.key(0), column),
-                          visible=visible, sequence=sequence, frame=frame)
+        out = embed_track(model, points, "h36m17", visible=visible, sequence=sequence, frame=frame)
         skipped += int(keep[[row for row, _ in out.skipped]].sum())
         mine = keep[out.frames]
         pos = out.frames[mine]

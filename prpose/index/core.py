@@ -41,6 +41,8 @@ _CANDIDATE_BUDGET = 1 << 17
 #: does not hold the others up), but blocks keep at least _MIN_THREAD_BLOCK queries (FAISS's per-call cost).
 _BLOCKS_PER_THREAD = 4
 _MIN_THREAD_BLOCK = 64
+#: Entries per block when `add` regenerates samples for float32/float16 storage (~26 MB of float32 at K=20, D=16).
+_REGENERATE_ROWS = 1 << 14
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -100,11 +102,12 @@ class PoseIndex:
       candidate_vectors: what the candidate stage indexes (`candidates.VECTOR_KINDS`): "moments" (default: each
         entry's sample mean and spread, whose L2 distance is the mean squared sample-pair distance) or "means"
         (the embedding means; indexes saved before format version 3 load with it).
-      sample_storage: how entries keep their samples (`prpose.index.storage`): "gaussian" (mean + float16 stddev,
-        the K samples regenerated per entry: 96 B/entry with the mean at D=16), "float16" (the samples rounded:
+      sample_storage: how entries keep their K samples (`prpose.index.storage`; the samples themselves are the same
+        in every storage when `add` gets stddevs=, see `add`): "gaussian" (mean + float16 stddev, the samples
+        regenerated when needed: 96 B/entry with the mean at D=16), "float16" (the samples stored in float16:
         64 + 640 B), "float32" (64 + 1,280 B), or "auto" (default): "gaussian" when the first `add` gives
         `stddevs=`, "float32" when it gives samples. Computation is float32 either way.
-      noise_seed: seed of the regenerated samples ("gaussian" storage).
+      noise_seed: seed of the regenerated samples (`storage.regenerate_samples`).
 
     The FAISS structure is built lazily at the first search/save after `add`, so "auto" sees the real size.
     Search-time knobs, FAISS style: `index.ef_search` (HNSW; None = max(candidates.DEFAULT_EF_SEARCH, number of candidates)) and
@@ -321,12 +324,19 @@ class PoseIndex:
     def add(self, means, samples=None, metadata=None, *, stddevs=None) -> np.ndarray:
         """Append N entries; returns their ids (N,) int64.
 
-        means: (N, D) embedding means (stage 1 searches these); then either stddevs: (N, D) the embeddings'
-        standard deviations ("gaussian" storage: the K samples that define the match distance are regenerated
-        from mean and stddev) or samples: (N, K, D) the K samples themselves ("float32"/"float16" storage);
-        metadata: dict field -> (N, ...) or a structured array with at least source, subject, sequence, frame,
-        camera (pose3d (N, 17, 3) and other fields optional), or None when the index carries no metadata. Object
-        arrays are stored as strings.
+        means: (N, D) embedding means (the candidate stage searches them); then either
+          * stddevs= (N, D): the entries are the Gaussians N(mean, stddev^2) and their K samples, which define the
+            match distance, are `storage.regenerate_samples(means, stddevs, K, noise_seed)`: a fixed function of
+            each entry's own mean and stddev, in every storage. "gaussian" keeps the stddev (float16) and
+            regenerates the samples when needed; "float32"/"float16" store the regenerated samples (computed
+            from the float32 stddev). So an index's samples never depend on the random key the embedder drew
+            its own samples with: rebuilds, shards and single builds agree bit for bit, and the storages differ
+            only by their rounding (float16 stddev, or float16 samples). What `prpose index build` gives.
+          * or samples (N, K, D): your own samples, stored as given ("float32"; "float16" rounds them). "gaussian"
+            storage cannot keep them and refuses.
+        An index may mix both kinds of `add` (float32/float16 storage). metadata: dict field -> (N, ...) or a
+        structured array with at least source, subject, sequence, frame, camera (pose3d (N, 17, 3) and other
+        fields optional), or None when the index carries no metadata. Object arrays are stored as strings.
         """
         where = "PoseIndex.add"
         if (samples is None) == (stddevs is None):
@@ -334,27 +344,23 @@ class PoseIndex:
                               f"{'both' if samples is not None else 'neither'}")
         if self.sample_storage == "auto":
             self.sample_storage = "gaussian" if stddevs is not None else "float32"
-        gaussian = self.sample_storage == "gaussian"
-        if gaussian != (stddevs is not None):
+        if self.sample_storage == "gaussian" and samples is not None:
             raise PrposeError(
-                f"{where}: the index keeps {self.sample_storage!r} storage, which needs "
-                f"{'stddevs= (N, D)' if gaussian else 'samples (N, K, D)'}; got "
-                f"{'stddevs' if stddevs is not None else 'samples'}"
+                f"{where}: the index keeps 'gaussian' storage (mean + stddev, samples regenerated), which needs "
+                "stddevs= (N, D); got samples (store your own samples with sample_storage='float32' or 'float16')"
             )
-        name = "stddevs" if gaussian else "samples"
-        m, s = self._check_embeddings(means, stddevs if gaussian else samples, where, "means", name)
+        name = "samples" if samples is not None else "stddevs"
+        m, s = self._check_embeddings(means, stddevs if samples is None else samples, where, "means", name)
         meta = self._check_metadata(metadata, len(m), where)
-        if gaussian and s.size and s.min() < 0:
+        if name == "stddevs" and s.size and s.min() < 0:
             raise PrposeError(f"{where}: stddevs has negative values (min {s.min():.4g}); expected >= 0")
-        if self._count == 0:
-            self._metadata = None if meta is None else {name: [] for name in meta}
         dtype = np.float16 if self.sample_storage in ("gaussian", "float16") else np.float32
-        limit = float(np.finfo(np.float16).max)
-        if dtype == np.float16 and s.size and np.abs(s).max() > limit:
-            raise PrposeError(
-                f"{where}: {name} reach |{np.abs(s).max():.4g}|, beyond float16 range {limit}; "
-                "use sample_storage='float32'"
-            )
+        if name == "stddevs" and self.sample_storage != "gaussian":
+            s = self._regenerated(m, s, dtype, where)  # checks the float16 range itself
+        elif dtype == np.float16:
+            _check_float16_range(s, name, where)
+        if self._count == 0:
+            self._metadata = None if meta is None else {field: [] for field in meta}
         ids = np.arange(self._count, self._count + len(m), dtype=np.int64)
         self._means.append(m)
         self._stored.append(s.astype(dtype, copy=False))
@@ -363,6 +369,18 @@ class PoseIndex:
                 self._metadata[name].append(arr)
         self._count += len(m)
         return ids
+
+    def _regenerated(self, means, stddevs, dtype, where) -> np.ndarray:
+        """The entries' regenerated samples (N, K, D) in `dtype`, made in blocks of _REGENERATE_ROWS entries (no
+        float32 copy of them all); float16 overflow is refused."""
+        out = np.empty((len(means), self.num_samples, self.embedding_dim), dtype)
+        for lo in range(0, len(means), _REGENERATE_ROWS):
+            block = storage.regenerate_samples(means[lo:lo + _REGENERATE_ROWS], stddevs[lo:lo + _REGENERATE_ROWS],
+                                               self.num_samples, self.noise_seed)
+            if dtype == np.float16:
+                _check_float16_range(block, "regenerated samples", where)
+            out[lo:lo + len(block)] = block
+        return out
 
     def _consolidate(self):
         if len(self._means) > 1:
@@ -578,7 +596,8 @@ class PoseIndex:
         index's own regular files inside `directory` are read (no symbolic links, no names from the manifest
         beyond the format's), each exactly once: its bytes are hashed and parsed from the same buffer, all
         through one directory descriptor, so a concurrent rebuild in place cannot mix two builds. A save
-        interrupted between its two renames is repaired first (prpose.atomic.recover).
+        interrupted between its two renames is repaired first (prpose.atomic.recover). The candidate vectors are
+        rebuilt here (not saved), so the first search is as fast as the next.
         Raises PrposeError naming the file and problem.
         """
         index, stored = storage.read_index(directory, cls._from_manifest, expected_fingerprint, verify)
@@ -589,6 +608,10 @@ class PoseIndex:
         index.ef_search = stored.search.get("ef_search")
         index.nprobe = stored.search.get("nprobe")
         index._faiss, index._faiss_factory = stored.faiss_index, stored.faiss_factory
+        if index._count:
+            # The candidate vectors the search re-sorts FAISS's candidates by are not saved: rebuild them now (about
+            # 4 s of CPU per million "gaussian" entries), not inside the first search.
+            index._ensure_faiss()
         return index
 
     @classmethod
@@ -596,6 +619,14 @@ class PoseIndex:
         return cls(m["embedding_dim"], m["num_samples"], m["match_params"], m["fingerprint"], profile=m["profile"],
                    factory=m["factory"], sample_storage=m["sample_storage"], noise_seed=m["noise_seed"],
                    candidate_vectors=m["candidate_vectors"])
+
+
+def _check_float16_range(values, what, where):
+    """Refuse values that float16 storage would turn into inf."""
+    limit = float(np.finfo(np.float16).max)
+    if values.size and np.abs(values).max() > limit:
+        raise PrposeError(f"{where}: {what} reach |{np.abs(values).max():.4g}|, beyond float16 range {limit}; "
+                          "use sample_storage='float32'")
 
 
 def _best(dist, ids, k):

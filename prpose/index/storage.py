@@ -1,14 +1,16 @@
 """The index's storage: how entries keep their samples, and format "prpose-index" version 4 on disk.
 
-Entries. An entry is a Gaussian embedding (mean, stddev) whose match distance is computed from K samples. The
-index keeps them as one of `SAMPLE_STORAGES`:
+Entries. An entry is a Gaussian embedding (mean, stddev) whose match distance is computed from K samples. Given
+the stddev (`PoseIndex.add(means, stddevs=)`, what `prpose index build` and the pose library do), the samples are
+`regenerate_samples(mean, stddev)`: a fixed function of the entry alone, never the embedder's randomly keyed draws,
+so the exact ranking of an index is well defined and reproducible (rebuilds, shards and single builds agree bit for
+bit) and the storages below differ only by rounding. The index keeps them as one of `SAMPLE_STORAGES`:
   * "gaussian" (what `prpose index build` writes): the mean (float32, which the candidate stage needs anyway)
-    and the stddev (float16); the K samples are regenerated whenever needed by `regenerate_samples`, a fixed
-    function of the entry's own mean and stddev: 32 bytes per entry beyond the mean instead of 1,280 (float32
-    samples at K = 20, D = 16). The samples are other draws from the same Gaussians than the embedder's, so
-    the ranking equals the stored-samples ranking up to the Monte Carlo noise of K = 20 samples, which two
-    float32 builds with different sample keys show as well (bench/bench_index_storage.py measures both);
-  * "float16" / "float32": the samples as given (640 / 1,280 bytes per entry).
+    and the stddev (float16); the K samples are regenerated whenever needed: 32 bytes per entry beyond the mean
+    instead of 1,280 (float32 samples at K = 20, D = 16). Its only loss is the stddev's float16 rounding
+    (relative 2^-11; bench/bench_index_storage.py measures the ranking against float32's);
+  * "float16" / "float32": the regenerated samples stored (640 / 1,280 bytes per entry), or the samples a user
+    gives `add` instead of stddevs, stored as given (float16 rounds them).
 
 On disk, a directory: manifest.json (written last; `files` lists every other file, faiss.index included, with size
 + SHA-256; `manifest_sha256` = SHA-256 of the manifest's other fields as canonical JSON), faiss.index (the
