@@ -24,7 +24,9 @@ place cannot mix two builds.
 Versions: 4 has "sample_storage" (replacing "sample_dtype") and the gaussian storage; 3 added
 `candidate_vectors` (what faiss.index holds: "moments", see prpose.index.candidates). Versions 2 and 3 (samples.npy,
 float32/float16) still load, as float32/float16 storage; a version 2 index (FAISS over the means) loads as
-"means" and searches as before. Saving writes version 4. Version 1 indexes are refused with "rebuild".
+"means" and searches as before. Saving writes version 4. Version 1 indexes are refused with "rebuild". A float32 /
+float16 index that `prpose index build` wrote before it regenerated samples in every storage holds the embedder's
+keyed draws: it loads and searches with them unchanged (they are its samples); a rebuild gives the reproducible ones.
 """
 
 from __future__ import annotations
