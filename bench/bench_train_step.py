@@ -1,23 +1,40 @@
-"""Benchmark the jitted training step: where its time goes, stage by stage, against a float32 matmul's rate.
+"""Benchmark the jitted training step: where its time goes, stage by stage and op by op, against a matmul's rate.
 
     python bench/bench_train_step.py                                  # paper preset: width 1024, batch 256
     python bench/bench_train_step.py --preset cpu --data /work/data/mocap
-    python bench/bench_train_step.py --preset cpu --data /work/data/mocap --against 736d1ce --rounds 9
+    python bench/bench_train_step.py --preset paper --data /work/data/mocap --threads 1 --profile 5 --against c9f4b00
+    python bench/bench_train_step.py --preset cpu --no-stages --profile 5 --top 40 --trace-dir /tmp/trace
     python bench/bench_train_step.py --width 512 1024 --batch 128 256 --threads 1
 
-Breakdown: every stage of ``prpose.training.train_step`` is jitted on its own, on the shapes the step uses, and
+Stages: every stage of ``prpose.training.train_step`` is jitted on its own, on the shapes the step uses, and
 timed in round-robin with the full step (so all rows share the machine's load): batch sampling + augmentation
 (``augmented_views``), the embedder's forward + backward (the MLP with batch norm, ReLU, dropout and its RNG),
 the same Dense layers alone (plain matmuls: what the MLP would cost with nothing else), the loss's forward +
 backward given the embeddings (mining with its NP-MPJPE labels from the 3D poses, K samples, K x K match
 distances), and the optimizer + EMA update. For reference (not part of the step since mining computes only
-the pairs that decide, prpose.mining.SHORTLIST) the full (B, B) NP-MPJPE matrix (``pose_distance_matrix``). Each row shows the wall time and
-the process CPU time (median over rounds), XLA's FLOP count of the stage (``compiled.cost_analysis()``) and
-its rate. "full - sum" is what jitting the step as one program gains (fusion) or loses.
+the pairs that decide, prpose.mining.SHORTLIST) the full (B, B) NP-MPJPE matrix (``pose_distance_matrix``). Each
+row shows the wall time and the process CPU time (median over rounds), XLA's FLOP count of the stage
+(``compiled.cost_analysis()``) and its rate. "full - sum" is what jitting the step as one program gains (fusion)
+or loses.
 
-The machine is shared: wall times move with the load, CPU time much less. ``--threads 1`` runs XLA on one
-thread (set before JAX starts): the CPU times are then the work itself, the most stable breakdown under load.
-The matmul reference ((N x N) @ (N x N) float32, 2 N^3 FLOPs) is timed in the same process and rounds.
+Op by op (``--profile STEPS``): the full step is traced with the JAX profiler (``jax.profiler.trace``; Python
+tracer off) and its XSpace read with ``jax.profiler.ProfileData``. XLA's CPU runtime writes one event per
+executed thunk (an HLO op or fusion of the optimised module, ``compiled.as_text()``) and marks the thread-pool
+tasks it runs (an asynchronous Eigen matmul, a partitioned fusion), linked to the thread and time that scheduled
+them. Every moment of every thread is charged to the HLO op running there or to the op that scheduled the task
+running there (``attribute_cpu_time``); the rest of the executor's time is its own row. Ops are grouped into
+stages by the named scopes of the step (``jax.named_scope``: augment, embedder, dropout_rng, loss, mining,
+optimizer, ema; "transpose(" in an op's source name marks the backward pass) and by kind (matmul: a dot or a
+fusion holding one, with its FLOPs counted from the HLO's shapes; RNG; copy; fusion; control). Thread times
+include preemption by other processes, so the rows are scaled to the untraced step's CPU time (the header prints
+the factor: ~1.0 on a quiet machine). ``--trace-dir`` keeps the trace (TensorBoard / Perfetto) and the HLO text.
+The header also prints the step's page faults and kernel time (``getrusage``) and its temporary buffer's size.
+
+The machine is shared: wall times move with the load, CPU time much less. ``--threads 1`` pins the process to
+one core before JAX starts (XLA's thread pool then has one thread: every op runs alone, the cleanest per-op
+attribution; without pinning XLA runs independent ops concurrently even with single-threaded Eigen) and turns
+Eigen's multi-threading off. The matmul reference ((N x N) @ (N x N) float32, 2 N^3 FLOPs) is timed in the same
+process and rounds.
 
 MLP FLOPs counted: forward per embedded pose 2 * (in * W + 2 * blocks * W^2 + W * 2D) (input layer, two Dense
 per residual block, mean and stddev heads; in = 26 or 39), two poses per example, forward + backward ~= 3 x
@@ -32,15 +49,37 @@ step with --threads 1; --data /work/data/mocap), main before this work (1f5224d)
   paper (width 1024, batch 256): mining labels (B, B) 30.4 -> 0 (now inside the loss: 9.9 -> 19.2), embedder
   fwd+bwd 186.7 -> 158.9 (without dropout 147.8 / 150.8; Dense layers alone 138.9 / 141.8), optimizer + EMA
   11.1 -> 10.5, full step 245.6 -> 223.7; MLP part 75% -> 94% of the matmul rate (Dense layers alone 101-105%).
-  The full step exceeds the sum of its stages by ~34 ms there (7 ms before), not explained: the shortlist did not
-  fall back (0 undecided rows in 20 probes over 200 paper-preset steps), and the same step mining on the full
-  matrix measured 217 vs 200 ms CPU per step (5 interleaved rounds).
+  The full step exceeded the sum of its stages by ~34 ms there (7 ms before); explained below (page faults).
   cpu (width 512, batch 128, visible-joint labels): labels 27.7 -> 0, loss 4.7 -> 8.7, embedder 23.4 -> 23.6,
   full step 61.3 -> 37.7 (MLP part 78% of matmul). --against 1f5224d: 1.95x steps/s by wall time (17.9 vs 9.2
   steps/s), 1.77x by CPU time (default threads: 2.13x wall, 1.69x CPU). Quality: the cpu preset trained 3,000 steps
   on /work/data/mocap before (736d1ce) and with the mining changes gave bit-identical weights (fingerprint
   2edf5f4c0648-478973f2320b; test split every 10th frame, bench_robustness.py clean Hit@1 82.9, Hit@10 97.6 both);
   everything (+ the 16-bit dropout), 3,000 steps: Hit@1 83.2, Hit@10 98.0.
+
+Op by op, 2026-11-30 07:05-07:14 (/work/scratch/QUIET set: the lead's trainings paused, other helpers' benches
+running, load 2.9-6.6), --data /work/data/mocap --rounds 5 --calls 3 --profile 5 --against c9f4b00:
+  The paper step's temporary buffer (every activation of forward + backward) is 58.6 MB, above glibc's largest
+  mmap threshold (32 MB): XLA's runtime mallocs it at each execution, glibc mmaps it fresh and unmaps it on free,
+  so every step page-faulted it in again: 14,332 minor faults and 27.9 ms of kernel time per step (the cpu
+  preset's 17.6 MB buffer: 0 faults). That was the full - sum gap: the stages alone have smaller buffers.
+  prpose.training.reuse_freed_memory() (called by train_and_evaluate and by this bench; mallopt: no mmap, no
+  trimming) reuses the buffer: 1 fault and 0.0-0.7 ms kernel time per step; weights after 6 paper steps
+  bit-identical with and without it. Full - sum now +4.3 ms CPU (--threads 1) and +1.2 ms (default threads).
+  --against c9f4b00 (main before): paper --threads 1: 197.0 -> 169.8 ms CPU per step, 1.19x steps/s by wall
+  (per round 1.13-1.25), 1.16x by CPU; default threads: 1.10x wall (1.09-1.17), 1.13x CPU (220.6 -> 194.9 ms).
+  cpu preset: unchanged (0.99x, --threads 1).
+  paper, --threads 1 (one core; charged thread time 1.41x the CPU time, load 6.6): CPU ms per step of 175.9:
+  embedder fwd 32.0 (matmul 29.3) + bwd 115.4 (matmul 108.6) + dropout RNG 2.2; mining 7.8; loss fwd 4.4, bwd
+  2.8; augmentation 0.4; optimizer 4.6; EMA 2.4; keys/grad norm/metrics 3.6 (copies 2.5); executor 0.3. By kind:
+  matmul 138.1 ms (78%, 24 ops, 94.5 GFLOP/s = 99% of the matmul reference's 95.1), fusions 30.6, RNG 2.6,
+  copies 2.5, control 1.4. Default threads (2 cores): 175.0 ms CPU: matmul 127.8 (73%, 102 GFLOP/s), fusions
+  37.7, executor 2.9.
+  cpu, --threads 1 (charged 0.97x the CPU time: load 3.7, every CPU ms found): CPU ms per step of 32.4: embedder
+  fwd 5.9 (matmul 5.2) + bwd 12.4 (matmul 11.5) + dropout RNG 0.8; mining 4.8 (15%: the 2,048 shortlisted
+  NP-MPJPEs, ~380 small ops); loss fwd 2.2, bwd 1.4; augmentation 1.5; optimizer 1.1; EMA 0.2; other 1.2;
+  executor 1.0. By kind: matmul 16.7 ms (52%, 99 GFLOP/s), fusions 10.5, RNG 1.7, control 1.2, copies 1.1.
+  Default threads: 45.3 ms CPU per step (vs 32.4 on one core), of which the executor 6.4 ms (14%).
 
 Without --data a small synthetic dataset is generated in a temporary directory (the step's cost does not
 depend on the data's size: it samples B frames from device arrays).
