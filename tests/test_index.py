@@ -803,3 +803,14 @@ def test_run_blocks_runs_every_block_once_and_reraises_errors():
 
     with pytest.raises(ValueError, match="block 3"):
         parallel.run_blocks(fail, 20, 2)
+
+
+def test_auto_factory_keeps_about_256_entries_per_inverted_list():
+    assert candidates.resolve_factory("auto", 199_999) == "Flat"
+    assert candidates.resolve_factory("auto", 200_000) == "IVF1024,Flat"
+    assert candidates.resolve_factory("auto", 1_000_000) == "IVF4096,Flat"
+    assert candidates.resolve_factory("auto", 2_000_000) == "IVF8192,Flat"
+    assert candidates.resolve_factory("auto", 10**9) == "IVF16384,Flat"  # capped: the coarse search grows with it
+    assert candidates.resolve_factory("HNSW32", 10) == "HNSW32"
+    assert candidates.saved_factories("auto", 1_000_000) == ("IVF4096,Flat", "HNSW32")
+    assert candidates.saved_factories("auto", 1000) == ("Flat",)
