@@ -338,6 +338,8 @@ def main(argv=None) -> int:
                    help="with a cached reference: brute-force queries re-timed in this run (its QPS baseline)")
     p.add_argument("--single-queries", type=int, default=300, help="queries timed one call at a time")
     p.add_argument("--batch", type=int, default=10_000, help="queries per search call in the batched pass")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="batched passes per setting; the fastest is reported (with its CPU rate)")
     p.add_argument("--search-queries", type=int, default=None,
                    help="queries in each setting's batched pass (default: all --queries)")
     p.add_argument("--match", type=float, nargs=3, default=DEFAULT_MATCH, metavar=("A", "B", "S"))
@@ -424,11 +426,15 @@ def main(argv=None) -> int:
         idx.threads = search_threads
         idx.search(qm[:1], qs[:1], k, candidates=cands, fingerprint=fingerprint)  # warm-up
         res_ids = np.empty((q, k), np.int64)
-        t, c = time.perf_counter(), time.process_time()
-        for lo in range(0, q, args.batch):
-            res_ids[lo : lo + args.batch] = idx.search(qm[lo : lo + args.batch], qs[lo : lo + args.batch], k,
-                                                       candidates=cands, fingerprint=fingerprint).ids
-        qps, cpu_qps = q / (time.perf_counter() - t), q / (time.process_time() - c)
+        qps, cpu_qps = 0.0, 0.0
+        for _ in range(args.repeat):  # the fastest pass (others' load only ever slows a pass down)
+            t, c = time.perf_counter(), time.process_time()
+            for lo in range(0, q, args.batch):
+                res_ids[lo : lo + args.batch] = idx.search(qm[lo : lo + args.batch], qs[lo : lo + args.batch], k,
+                                                           candidates=cands, fingerprint=fingerprint).ids
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            if q / wall > qps:
+                qps, cpu_qps = q / wall, q / cpu
         base_cpu_qps = base_cpu_qps or cpu_qps
         lat = []
         for i in range(min(args.single_queries, q)):
