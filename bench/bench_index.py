@@ -138,6 +138,10 @@ def faiss_bytes(index):
 
 
 BASELINE = "HNSW32:ef=128:C=160:means:T=1"
+#: S=float32: entries keep their K samples; S=gaussian (what `prpose index build` writes): mean + float16 stddev, the
+#: samples regenerated (here the stddevs are estimated from each entry's K samples; recall is then measured against
+#: the exact ranking of the gaussian entries, a reference of its own).
+STORAGES = ("float32", "gaussian")
 #: What "auto" chose above 200k entries before IVF (HNSW32 over moments, efSearch max(128, 48), 40 candidates).
 OLD_DEFAULT = "HNSW32:ef=128:C=40:moments"
 DEFAULT_SETTINGS = [BASELINE, OLD_DEFAULT, "auto:-:C=auto:moments:T=1", "auto:-:C=auto:moments",
@@ -145,18 +149,20 @@ DEFAULT_SETTINGS = [BASELINE, OLD_DEFAULT, "auto:-:C=auto:moments:T=1", "auto:-:
 
 
 def parse_setting(text, default_threads):
-    """'FACTORY:PARAM:C=N:VECTORS[:T=N]' -> (factory, knob name or None, knob value or None, candidates or None,
-    vectors, threads)."""
+    """'FACTORY:PARAM:C=N:VECTORS[:T=N][:S=STORAGE]' -> (factory, knob name or None, knob value or None, candidates
+    or None, vectors, threads, storage)."""
     try:
         factory, param, cands, vectors, *rest = text.split(":")
         name, value = (None, None) if param == "-" else param.split("=")
-        threads = int(rest[0].removeprefix("T=")) if rest else default_threads
-        if len(rest) > 1 or not cands.startswith("C=") or (rest and not rest[0].startswith("T=")):
+        extra = dict(field.split("=") for field in rest)
+        if set(extra) - {"T", "S"} or not cands.startswith("C=") or extra.get("S", "float32") not in STORAGES:
             raise ValueError
+        threads = int(extra["T"]) if "T" in extra else default_threads
         count = None if cands == "C=auto" else int(cands.removeprefix("C="))
-        return factory, name, None if value is None else int(value), count, vectors, threads
+        return factory, name, None if value is None else int(value), count, vectors, threads, extra.get("S", "float32")
     except ValueError:
-        raise SystemExit(f"--settings {text!r}: expected FACTORY:PARAM:C=N:VECTORS[:T=N], e.g. {BASELINE}") from None
+        raise SystemExit(f"--settings {text!r}: expected FACTORY:PARAM:C=N:VECTORS[:T=N][:S=float32|gaussian], e.g. "
+                         f"{BASELINE}") from None
 
 
 class PhaseTimer:
@@ -253,12 +259,35 @@ def breakdown(idx, qm, qs, k, cands, fingerprint, batch):
     return phases, total
 
 
-def pruned_reference(means, samples, qm, qs, k, match, fingerprint, n):
+def new_index(means, samples, match, fingerprint, factory, vectors, storage):
+    """A PoseIndex of the entries: their samples (float32) or, for "gaussian", their means + estimated stddevs."""
+    idx = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory=factory, candidate_vectors=vectors)
+    if storage == "gaussian":
+        idx.add(means, stddevs=gaussian_stddevs(samples))
+    else:
+        idx.add(means, samples)
+    return idx
+
+
+_STDDEVS = {}
+
+
+def gaussian_stddevs(samples):
+    """Per-entry stddevs (N, D) estimated from the samples (N, K, D), computed once per array."""
+    key = id(samples)
+    if key not in _STDDEVS:
+        out = np.empty(samples.shape[::2], np.float32)
+        for lo in range(0, len(samples), 65_536):
+            out[lo : lo + 65_536] = samples[lo : lo + 65_536].std(axis=1)
+        _STDDEVS[key] = out
+    return _STDDEVS[key]
+
+
+def pruned_reference(means, samples, qm, qs, k, match, fingerprint, n, storage="float32"):
     """Top-k by exact match distance over the union of the n nearest entries by mean and by moments."""
     found = []
     for kind in ("means", "moments"):
-        idx = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory="Flat", candidate_vectors=kind)
-        idx.add(means, samples)
+        idx = new_index(means, samples, match, fingerprint, "Flat", kind, storage)
         found.append(idx.search(qm, qs, k, candidates=n, fingerprint=fingerprint))
     d = np.concatenate([f.distances.astype(np.float64) for f in found], axis=1)
     i = np.concatenate([f.ids for f in found], axis=1)
@@ -268,6 +297,24 @@ def pruned_reference(means, samples, qm, qs, k, match, fingerprint, n):
         order = np.lexsort((uniq, d[row][first]))[:k]
         ids[row] = uniq[order]
     return {"ids": ids}
+
+
+def gaussian_reference(args, means, samples, qm, qs, k, match, fingerprint, cache):
+    """Exact top-k ids of the gaussian entries (their regenerated samples) for the reference queries (cached)."""
+    path = None if cache is None else cache / (f"exact-gaussian-{'-'.join(map(str, match))}-q{len(qm)}-k{k}"
+                                               f"-r{args.reference_candidates}.npz")
+    if path is not None and path.exists():
+        return np.load(path)["ids"]
+    t = time.perf_counter()
+    if args.reference_candidates:
+        ids = pruned_reference(means, samples, qm, qs, k, match, fingerprint, args.reference_candidates, "gaussian")["ids"]
+    else:
+        idx = new_index(means, samples, match, fingerprint, "Flat", "moments", "gaussian")
+        ids = idx.search_exact(qm, qs, k, fingerprint=fingerprint).ids
+    print(f"# reference for the gaussian entries computed in {time.perf_counter() - t:.0f} s")
+    if path is not None:
+        np.savez(path, ids=ids)
+    return ids
 
 
 def load_or_make(args):
@@ -301,21 +348,19 @@ def load_or_make(args):
     return (means, samples), (qm, qs), match, fingerprint, source, None, cache
 
 
-def build_index(means, samples, match, fingerprint, factory, vectors, cache):
+def build_index(means, samples, match, fingerprint, factory, vectors, storage, cache):
     """A PoseIndex over the entries with its FAISS stage built -> (index, build seconds); with a cache directory the
     FAISS structure is read from / written to it (the build time then is the one recorded when it was built)."""
     import faiss
 
-    idx = PoseIndex(means.shape[1], samples.shape[1], match, fingerprint, factory=factory, candidate_vectors=vectors)
-    idx.add(means, samples)
+    idx = new_index(means, samples, match, fingerprint, factory, vectors, storage)
     resolved = idx.faiss_factory
-    path = None if cache is None else cache / f"faiss-{resolved.replace(',', '_')}-{vectors}.index"
+    name = f"faiss-{resolved.replace(',', '_')}-{vectors}{'-gaussian' if storage == 'gaussian' else ''}.index"
+    path = None if cache is None else cache / name
     if path is not None and path.exists():
-        from prpose.index import candidates as cand_stage
-
-        idx._vectors = cand_stage.entry_vectors(means, samples, vectors)
         idx._faiss, idx._faiss_factory = faiss.read_index(str(path)), resolved
         assert idx._faiss.ntotal == len(means), f"{path} holds {idx._faiss.ntotal} entries, expected {len(means)}"
+        idx._ensure_faiss()  # computes the candidate vectors, keeps the FAISS structure that holds every entry
         return idx, float(path.with_suffix(".seconds").read_text())
     t = time.perf_counter()
     idx._ensure_faiss()  # build now so that its time is the build time, not the first search's
@@ -400,6 +445,7 @@ def main(argv=None) -> int:
     elif cache is not None:
         np.savez(cache / f"exact-{'-'.join(map(str, args.match))}-q{args.exact_queries}-k{args.k}.npz", **exact)
     exact_ids = exact["ids"]
+    references = {"float32": exact_ids}
     print(f"# exact brute force: {1 / exact_wall:.3f} QPS wall, {1 / exact_cpu:.3f} QPS per CPU second (timed on "
           f"{timed} queries{'; reference ids of ' + str(ne) + ' queries from the cache, checked' if cached else ''})")
     sys.stdout.flush()
@@ -416,10 +462,10 @@ def main(argv=None) -> int:
     rows, phases_of = [], {}
     base_cpu_qps = None
     for text in settings:
-        factory, knob, value, cands, vectors, search_threads = parse_setting(text, threads)
-        key = (factory, vectors)
+        factory, knob, value, cands, vectors, search_threads, storage = parse_setting(text, threads)
+        key = (factory, vectors, storage)
         if key not in built:
-            built[key] = build_index(means, samples, match, fingerprint, factory, vectors, cache)
+            built[key] = build_index(means, samples, match, fingerprint, factory, vectors, storage, cache)
         idx, build_s = built[key]
         idx.ef_search = value if knob == "ef" else None
         idx.nprobe = value if knob == "nprobe" else None
@@ -442,8 +488,12 @@ def main(argv=None) -> int:
             idx.search(qm[i : i + 1], qs[i : i + 1], k, candidates=cands, fingerprint=fingerprint)
             lat.append(time.perf_counter() - t)
         p50, p99 = np.percentile(np.array(lat) * 1000, [50, 99])
-        r1, rk = recall(res_ids[:ne], exact_ids[:, :k], k)
-        mem = means[0].nbytes + samples[0].nbytes + faiss_bytes(idx) / n
+        if storage not in references:
+            references[storage] = gaussian_reference(args, means, samples, qm[:ne], qs[:ne], k, match, fingerprint,
+                                                     cache)
+        r1, rk = recall(res_ids[:ne], references[storage][:, :k], k)
+        stored = idx.stored()[0].nbytes
+        mem = means[0].nbytes + stored + faiss_bytes(idx) / n
         label = text + (" (BASELINE)" if text == BASELINE else f" [{idx.faiss_factory}]" if factory == "auto" else "")
         print(f"{label:<48} {build_s:>7.1f} {mem:>7.0f} {qps:>7.0f} {cpu_qps:>8.0f} {cpu_qps / base_cpu_qps:>7.2f} "
               f"{p50:>7.2f} {p99:>7.2f} {r1:>6.3f} {rk:>6.3f}")
