@@ -745,17 +745,18 @@ def test_search_memory_does_not_grow_with_k_beyond_the_result(monkeypatch):
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF16,Flat"])
 def test_threads_give_identical_results(monkeypatch, factory):
     import threading
-    import time
 
     idx, *_ = build(n=600, factory=factory)
     qm, qs = queries(90)
     monkeypatch.setattr(core, "_MIN_THREAD_BLOCK", 4)  # 90 queries -> ~12 blocks per search
     seen = set()
     real = candidates.nearest_candidates
+    barrier = None
 
     def recording(*args):
-        seen.add(threading.get_ident())
-        time.sleep(0.002)  # every thread gets blocks even when the first one starts early
+        if threading.get_ident() not in seen:
+            seen.add(threading.get_ident())
+            barrier.wait()  # every thread takes a block before any goes on, however the machine schedules them
         return real(*args)
 
     monkeypatch.setattr(candidates, "nearest_candidates", recording)
@@ -763,6 +764,7 @@ def test_threads_give_identical_results(monkeypatch, factory):
     for threads in (1, 2, 3):
         idx.threads = threads
         seen.clear()
+        barrier = threading.Barrier(threads, timeout=30)
         results[threads] = idx.search(qm, qs, k=8, candidates=30, fingerprint=idx.fingerprint)
         assert len(seen) == threads, (threads, len(seen))
     for threads in (2, 3):
