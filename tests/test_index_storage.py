@@ -212,6 +212,8 @@ def test_gaussian_index_round_trip_keeps_96_bytes_per_entry(tmp_path):
     assert entry_bytes < 500 * (4 * D + 2 * D) + 300  # + the two .npy headers
     loaded = PoseIndex.load(path, expected_fingerprint="m")
     assert loaded.sample_storage == "gaussian" and loaded.noise_seed == 4
+    # The load rebuilt the candidate vectors (not saved), so the first search does not regenerate every entry.
+    np.testing.assert_array_equal(loaded._vectors, index._vectors)
     after = loaded.search(qm, qs, 7, fingerprint="m")
     np.testing.assert_array_equal(after.ids, before.ids)
     np.testing.assert_array_equal(after.distances, before.distances)
