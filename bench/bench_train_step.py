@@ -45,7 +45,8 @@ directory) and of this checkout in two worker processes that take turns (rounds 
 the old/new ratio comes from one run under one load.
 
 Measured 2026-11-30 on the shared 2-core machine (load 10-25: wall times there are not comparable, so CPU ms per
-step with --threads 1; --data /work/data/mocap), main before this work (1f5224d) -> after:
+step with --threads 1, which then only turned Eigen's threading off (no pinning); --data /work/data/mocap), main
+before the shortlist mining (1f5224d) -> after:
   paper (width 1024, batch 256): mining labels (B, B) 30.4 -> 0 (now inside the loss: 9.9 -> 19.2), embedder
   fwd+bwd 186.7 -> 158.9 (without dropout 147.8 / 150.8; Dense layers alone 138.9 / 141.8), optimizer + EMA
   11.1 -> 10.5, full step 245.6 -> 223.7; MLP part 75% -> 94% of the matmul rate (Dense layers alone 101-105%).
@@ -80,6 +81,9 @@ running, load 2.9-6.6), --data /work/data/mocap --rounds 5 --calls 3 --profile 5
   NP-MPJPEs, ~380 small ops); loss fwd 2.2, bwd 1.4; augmentation 1.5; optimizer 1.1; EMA 0.2; other 1.2;
   executor 1.0. By kind: matmul 16.7 ms (52%, 99 GFLOP/s), fusions 10.5, RNG 1.7, control 1.2, copies 1.1.
   Default threads: 45.3 ms CPU per step (vs 32.4 on one core), of which the executor 6.4 ms (14%).
+  One core vs default threads, same checkout, two interleaved workers (07:26-07:29, load 5-6): cpu 20.5 vs 20.3
+  steps/s (32.6 vs 36.2 ms CPU per step), paper 3.7 vs 3.7 steps/s (170.2 vs 179.1 ms CPU): on this loaded
+  machine the second thread buys no wall time and costs 5-10% more CPU.
 
 Without --data a small synthetic dataset is generated in a temporary directory (the step's cost does not
 depend on the data's size: it samples B frames from device arrays).
