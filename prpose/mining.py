@@ -181,7 +181,10 @@ def _mine_shortlist(anchor_mean, positive_mean, poses3d, joint_mask, kappa, stra
     neg_score, order = jax.lax.top_k(jnp.where(eligible, -emb, -jnp.inf), min(SHORTLIST, batch))  # (B, S)
     listed = jnp.isfinite(neg_score)
     mask = joint_mask[:, None] & joint_mask[order]
-    dist = np_mpjpe(poses3d[:, None], poses3d[order], mask=mask)  # [i, s]: anchor i's pose onto item order[i, s]
+    # The anchors are gathered (B, S, 17, 3) like the items, not broadcast: XLA's CPU fusion of the broadcast
+    # into the centroid reduction took 1.5x longer (3.4 vs 2.2 ms at B=128 on one core; same values to ~4e-7).
+    anchors = poses3d[jnp.broadcast_to(jnp.arange(batch)[:, None], order.shape)]
+    dist = np_mpjpe(anchors, poses3d[order], mask=mask)  # [i, s]: anchor i's pose onto item order[i, s]
     candidate = listed & (dist >= kappa)
     first = jnp.argmax(candidate, axis=1)
     found = jnp.any(candidate, axis=1)
