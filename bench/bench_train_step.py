@@ -81,6 +81,12 @@ running, load 2.9-6.6), --data /work/data/mocap --rounds 5 --calls 3 --profile 5
   NP-MPJPEs, ~380 small ops); loss fwd 2.2, bwd 1.4; augmentation 1.5; optimizer 1.1; EMA 0.2; other 1.2;
   executor 1.0. By kind: matmul 16.7 ms (52%, 99 GFLOP/s), fusions 10.5, RNG 1.7, control 1.2, copies 1.1.
   Default threads: 45.3 ms CPU per step (vs 32.4 on one core), of which the executor 6.4 ms (14%).
+  Mining's anchors gathered instead of broadcast (prpose.mining._mine_shortlist; weights bit-identical after 40 cpu
+  and 12 paper steps), --threads 1 --against a02051e, 07:40-07:43 (load 5.7-8.0): cpu 33.6 -> 32.6 ms CPU per step
+  (1.03x; 1.05x steps/s by wall, rounds 0.86-1.15), mining row 4.8 -> 3.5 ms; paper 169.5 -> 166.0 ms CPU (1.02x).
+  That paper run's trace charged 1.00x its CPU time (a quiet core): of 176.1 ms, matmul 135.6 (77%, 96.2 GFLOP/s
+  = 104% of the reference's 92.2), embedder fwd 46.1 + bwd 100.8 (non-matmul 4.4 + 7.2), dropout RNG 2.7, mining
+  7.6, loss 4.9 + 3.7, optimizer 4.4, EMA 0.9, other 4.1 (copies 3.1), executor 0.2.
   One core vs default threads, same checkout, two interleaved workers (07:26-07:29, load 5-6): cpu 20.5 vs 20.3
   steps/s (32.6 vs 36.2 ms CPU per step), paper 3.7 vs 3.7 steps/s (170.2 vs 179.1 ms CPU): on this loaded
   machine the second thread buys no wall time and costs 5-10% more CPU.
