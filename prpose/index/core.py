@@ -438,8 +438,8 @@ class PoseIndex:
         fingerprint of the model that embedded the queries (`PoseEmbedder.fingerprint`); another model's
         embeddings are refused, since distances between two models' spaces mean nothing. Pass None only to
         skip that check deliberately. Results are identical whether the queries come in one batch or one at a
-        time; the work runs in blocks of a bounded number of (query, candidate) pairs, so memory stays
-        bounded for any Q and k (beyond the (Q, k) result itself).
+        time, and whatever `index.threads`; the work runs in blocks of a bounded number of (query, candidate)
+        pairs, so memory stays bounded (per thread) for any Q and k (beyond the (Q, k) result itself).
 
         Why these defaults (bench/bench_index.py, recall against the exact ranking, k = 20): mean distance is
         only a proxy for d (an entry's spread also moves d): over means, 40 candidates gave recall@20 0.950 (50k
