@@ -7,8 +7,8 @@ import argparse
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="preset: paper, cpu or tiny, or a config.json file (default: cpu; with --resume, "
-                             "the run's own config.json)")
+                        help="preset: paper, cpu, h36m (cpu tuned for a fixed camera rig with real detections) "
+                             "or tiny, or a config.json file (default: cpu; with --resume, the run's own config.json)")
     parser.add_argument("--data", required=True, help="prepared dataset directory (prpose prep ...)")
     parser.add_argument("--out", required=True, help="run directory: config.json, checkpoints/, metrics.jsonl")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
