@@ -5,13 +5,13 @@
 
 Synthetic entries (bench/bench_index.py's clustered Gaussian mixture, means + float16 stddevs; no samples are
 ever drawn for the entries: the index regenerates them), one `PoseIndex.add`, the FAISS candidate stage built
-(--factory, default IVF1024,Flat: HNSW32's graph takes about an hour to build at 10M on this 2-core machine and
-4.6x the memory, bench/bench_index_storage.py part 2), optionally saved to --out and loaded back (checksums
-verified; the load rebuilds the candidate vectors, which are not saved). Prints peak RSS of the process
-(ru_maxrss), the index's bytes per entry in memory (means, stddevs, candidate vectors, FAISS) and on disk, build /
-save / load seconds, batched queries/s (k = 20, default candidates; CPU time per batch of 1000), p50 / p99 of
-single-query latency, and recall@1 / recall@20 of the two-stage search against the exact ranking over all entries
-on the first --exact-queries queries (the exact ranking costs ~N x 400 sample distances per query).
+(--factory, default "auto" as `prpose index build`: IVF16384,Flat at 10M, IVF4096,Flat at 1M; HNSW32's graph
+takes about an hour to build at 10M on this 2-core machine and 4.6x the memory), optionally saved to --out and
+loaded back (checksums verified; the load rebuilds the candidate vectors, which are not saved). Prints peak RSS of
+the process (ru_maxrss), the index's bytes per entry in memory (means, stddevs, candidate vectors, FAISS) and on
+disk, build / save / load seconds, batched queries/s (k = 20, default candidates; CPU time per batch of 1000),
+p50 / p99 of single-query latency, and recall@1 / recall@20 of the two-stage search against the exact ranking
+over all entries on the first --exact-queries queries (the exact ranking costs ~N x 400 sample distances per query).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--exact-queries", type=int, default=20)
     p.add_argument("--single-queries", type=int, default=200)
     p.add_argument("--k", type=int, default=20)
-    p.add_argument("--factory", default="IVF1024,Flat")
+    p.add_argument("--factory", default="auto")
     p.add_argument("--match", type=float, nargs=3, default=DEFAULT_MATCH, metavar=("A", "B", "S"))
     p.add_argument("--out", default=None, help="save the index here, load it back, then delete it")
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     per_faiss = faiss_bytes(index) / n
     per_vectors = index._vectors.nbytes / n  # the candidate vectors the search re-sorts candidates by
     per_entry = index.means().nbytes / n + index.stored().nbytes / n + per_vectors + per_faiss
-    print(f"build: add {added:.0f} s + {args.factory} {built:.0f} s; in memory {per_entry:.1f} B/entry (means "
+    print(f"build: add {added:.0f} s + {index.faiss_factory} {built:.0f} s; in memory {per_entry:.1f} B/entry (means "
           f"{index.means().nbytes / n:.0f} + stddevs {index.stored().nbytes / n:.0f} + candidate vectors "
           f"{per_vectors:.0f} + FAISS {per_faiss:.1f}) = {per_entry * n / GIB:.2f} GiB; peak RSS "
           f"{peak_rss_gib():.2f} GiB", flush=True)
