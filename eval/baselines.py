@@ -49,7 +49,7 @@ class Keypoints2DMethod:
 
     name = "2D keypoints"
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> Features:
         return {"x": normalized_2d_features(keypoints2d, visible, profile)}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
@@ -86,7 +86,7 @@ class OracleMethod:
         self._cache_entries = cache_entries
         self.candidates = candidates
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> Features:
         poses3d = np.asarray(poses3d, np.float32)
         return {"pose3d": poses3d, "shape": pose_shape_descriptor(poses3d)}
 
@@ -112,7 +112,7 @@ class RandomMethod:
     def __init__(self, seed: int = 0):
         self._rng = np.random.default_rng(seed)
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> Features:
         return {"row": np.arange(len(poses3d))}
 
     def distances(self, query: Features, index: Features) -> np.ndarray:
@@ -127,7 +127,7 @@ class FunctionMethod:
         self.name = name
         self.embed_fn = embed_fn
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> Features:
         keypoints2d, visible = input13_views(keypoints2d, visible, profile)
         return {"x": np.asarray(self.embed_fn(keypoints2d, visible), np.float32)}
 
@@ -149,7 +149,7 @@ class LiftingMethod:
         self.name = name
         self.candidates = candidates
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> Features:
         keypoints2d, visible = input13_views(keypoints2d, visible, profile)
         lifted = np.asarray(self.lift_fn(keypoints2d, visible), np.float32)
         if lifted.shape != (len(keypoints2d), 17, 3):

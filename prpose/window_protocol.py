@@ -78,7 +78,7 @@ class TrackMethod(EmbeddingMethod):
         super().__init__(embedder, ranking, name=name or f"Pr-VIPE window {embedder.window}", candidates=candidates)
         self.sequence = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
 
-    def features(self, keypoints2d, visible, poses3d, profile: str = "input13") -> protocol.Features:
+    def features(self, keypoints2d, visible, poses3d, profile: str = "input13", camera: int = 0) -> protocol.Features:
         from prpose.windows import embed_track
 
         if len(keypoints2d) != len(self.sequence):
@@ -86,7 +86,8 @@ class TrackMethod(EmbeddingMethod):
                               f"{len(self.sequence)} frames of the tracks")
         visible = np.asarray(visible, bool)
         scores = None if visible.all() else visible.astype(np.float32)
-        out = embed_track(self.embedder, keypoints2d, profile, scores, sequence=self.sequence)
+        out = embed_track(self.embedder, keypoints2d, profile, scores, protocol.camera_key(camera),
+                          sequence=self.sequence)
         if out.skipped:
             row, reason = out.skipped[0]
             raise PrposeError(f"{self.name}: {len(out.skipped)} frame(s) cannot be embedded (frame {row}: {reason})")

@@ -44,6 +44,17 @@ def test_pr_vipe_rows_equal_a_float64_reference_and_validation(data, embedder, r
     assert val["num_frames"] == views.num_frames and val["ranking"] == ranking
     feats = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d, profile="h36m17")
     assert feats["stddev"].shape == feats["mean"].shape and (feats["stddev"] > 0).all()
+    if ranking == "match":
+        # Each camera draws its own samples: the same views as camera 1 keep their Gaussians but get other noise
+        # (one key for all cameras gave a frame the same noise in every camera, pulling its matches together).
+        again = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d, profile="h36m17")
+        other = method.features(views.keypoints2d[:, 0], views.visible[:, 0], views.poses3d, profile="h36m17",
+                                camera=1)
+        np.testing.assert_array_equal(again["samples"], feats["samples"])
+        np.testing.assert_array_equal(other["mean"], feats["mean"])
+        noise0 = (feats["samples"] - feats["mean"][:, None]) / feats["stddev"][:, None]
+        noise1 = (other["samples"] - other["mean"][:, None]) / other["stddev"][:, None]
+        assert abs(np.corrcoef(noise0.ravel(), noise1.ravel())[0, 1]) < 0.1
 
 
 def test_match_distances_equal_the_numpy_reference(data, embedder):

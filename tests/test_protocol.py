@@ -188,7 +188,7 @@ class _CodeEmbedder:
     def __init__(self, *codes, k=3):
         self.codes, self.k, self.calls = [np.asarray(c, np.float32) for c in codes], k, []
 
-    def embed(self, keypoints, profile=None, scores=None):
+    def embed(self, keypoints, profile=None, scores=None, key=None):
         from prpose.inference import Embeddings
 
         self.calls.append((np.asarray(keypoints), profile))
@@ -261,7 +261,7 @@ def test_bad_arguments_are_clear_errors(ring_dataset):
     class Wrong:
         name = "wrong"
 
-        def features(self, keypoints2d, visible, poses3d, profile="input13"):
+        def features(self, keypoints2d, visible, poses3d, profile="input13", camera=0):
             return {"x": np.zeros(len(keypoints2d))}
 
         def distances(self, query, index):
