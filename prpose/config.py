@@ -262,17 +262,20 @@ def _h36m() -> TrainConfig:
     # From-scratch 20k-step runs of the `cpu` preset with the rig tuning below (fewer and flatter virtual cameras:
     # projection 0.2, elevation +-30; no structured occlusion), S9/S11 every 4th of the authors' frames (2,602 x 4
     # cameras, 12 pairs), Hit@1 % ground-truth 2D / Stacked Hourglass 2D, by the share of real detections as
-    # training views (detection_probability x (1 - projection_probability)):
-    #   detection_probability 0   (no detection views):   88.0 / 41.0
-    #   detection_probability 0.7 (56 % of the views):    83.2 / 49.7   <- this preset
-    #   detection_probability 1.0 (80 % of the views):    79.2 / 51.1
-    # (the `cpu` preset itself, 20k steps without detection views: 82.6 / 39.8 on all the authors' frames).
-    # Detections trade ground-truth accuracy for detected accuracy; 0.7 keeps most of the detected gain. 21-30 min
-    # on the shared 2-core machine. On a dataset without detections this is the rig-tuned `cpu` recipe.
+    # training views (detection_probability x (1 - projection_probability)) and width (README, "what limits the
+    # detected row"):
+    #   width 512, detection_probability 0   (no detection views):  87.6 / 40.6   (30 min)
+    #   width 512, detection_probability 0.7 (56 % of the views):   82.6 / 49.2   (21 min)
+    #   width 512, detection_probability 1.0 (80 % of the views):   78.4 / 50.4   (23 min)
+    #   width 1024, detection_probability 0.7:                       85.1 / 53.8   (31 min)  <- this preset
+    # Detections trade ground-truth accuracy for detected accuracy (0.7 keeps most of the detected gain); width
+    # 1024 gives both rows back (+2.5 / +4.6). Wall times on the shared 2-core machine at load 3-8: longer than the
+    # `cpu` preset's budget. On a dataset without detections this is the rig-tuned `cpu` recipe at width 1024.
     config = _cpu()
-    return dataclasses.replace(config, augment=dataclasses.replace(
-        config.augment, projection_probability=0.2, elevation_range=(-30.0, 30.0), structured_probability=0.0,
-        detection_probability=0.7))
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, width=1024),
+        augment=dataclasses.replace(config.augment, projection_probability=0.2, elevation_range=(-30.0, 30.0),
+                                    structured_probability=0.0, detection_probability=0.7))
 
 
 def _tiny() -> TrainConfig:

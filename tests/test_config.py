@@ -25,7 +25,9 @@ def test_presets_differ_where_intended():
     assert cpu.model.width < 1024 and cpu.steps < 5_000_000
     assert tiny.steps <= 200 and tiny.model.width <= 64
     h36m = get_preset("h36m")
-    assert dataclasses.replace(h36m, augment=cpu.augment) == cpu  # the rig tuning is its only difference
+    # The rig tuning and the width are its only differences.
+    assert dataclasses.replace(h36m, augment=cpu.augment, model=dataclasses.replace(h36m.model, width=512)) == cpu
+    assert h36m.model.width == 1024
     assert (h36m.augment.detection_probability, h36m.augment.projection_probability) == (0.7, 0.2)
     assert h36m.augment.elevation_range == (-30.0, 30.0) and h36m.augment.structured_probability == 0.0
     with pytest.raises(PrposeError, match="unknown config preset 'gpu'.*cpu.*h36m.*paper.*tiny"):
