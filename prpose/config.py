@@ -267,9 +267,10 @@ def _h36m() -> TrainConfig:
     #   width 512, detection_probability 0   (no detection views):  87.6 / 40.6   (30 min)
     #   width 512, detection_probability 0.7 (56 % of the views):   82.6 / 49.2   (21 min)
     #   width 512, detection_probability 1.0 (80 % of the views):   78.4 / 50.4   (23 min)
+    #   width 1024, detection_probability 0:                         89.3 / 43.7   (21 min)
     #   width 1024, detection_probability 0.7:                       85.1 / 53.8   (31 min)  <- this preset
     # Detections trade ground-truth accuracy for detected accuracy (0.7 keeps most of the detected gain); width
-    # 1024 gives both rows back (+2.5 / +4.6). Wall times on the shared 2-core machine at load 3-8: longer than the
+    # 1024 lifts both rows (+2.5 / +4.6 with detections, +1.7 / +3.1 without). Wall times on the shared 2-core machine at load 3-8: longer than the
     # `cpu` preset's budget. On a dataset without detections this is the rig-tuned `cpu` recipe at width 1024.
     config = _cpu()
     return dataclasses.replace(
